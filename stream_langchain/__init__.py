@@ -1,0 +1,39 @@
+"""STREAM: tiered LLM inference (local / HPC / cloud) as one LangChain chat model.
+
+Example:
+    >>> from stream_langchain import ChatStream
+    >>> ChatStream.__name__
+    'ChatStream'
+"""
+
+from __future__ import annotations
+
+from stream_langchain._run import AllTiersFailed, TierFailure
+from stream_langchain.chat_model import ChatStream
+from stream_langchain.judge import (
+    CachedJudge,
+    Complexity,
+    FallbackJudge,
+    Judge,
+    JudgeError,
+    Judgement,
+    KeywordJudge,
+    LLMJudge,
+)
+from stream_langchain.settings import Settings, SettingsError
+
+__all__ = [
+    "AllTiersFailed",
+    "CachedJudge",
+    "ChatStream",
+    "Complexity",
+    "FallbackJudge",
+    "Judge",
+    "JudgeError",
+    "Judgement",
+    "KeywordJudge",
+    "LLMJudge",
+    "Settings",
+    "SettingsError",
+    "TierFailure",
+]

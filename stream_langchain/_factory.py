@@ -1,0 +1,136 @@
+"""Build ChatStream's tiers and judge from :class:`~stream_langchain.settings.Settings`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.language_models import BaseChatModel
+
+from stream_langchain.judge import CachedJudge, FallbackJudge, Judge, KeywordJudge, LLMJudge
+from stream_langchain.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from stream_langchain.chat_model import ChatStream
+
+__all__ = ["build_cloud", "build_hpc", "build_judge", "build_local", "from_settings"]
+
+
+def build_local(s: Settings) -> BaseChatModel:
+    """The local tier: Ollama, or the bundled model in-process."""
+    if s.local.provider == "llamacpp":
+        from stream_langchain.llamacpp import ChatLlamaCpp
+
+        kwargs: dict[str, Any] = {"temperature": s.local.temperature,
+                                  "max_tokens": s.local.max_tokens,
+                                  "n_ctx": min(s.local.context_window, 32768)}
+        return ChatLlamaCpp(**kwargs)
+    from langchain_ollama import ChatOllama
+
+    return ChatOllama(
+        model=s.local.model,
+        base_url=s.local.base_url,
+        temperature=s.local.temperature,
+        num_predict=s.local.max_tokens,
+        num_ctx=s.local.context_window,
+    )
+
+
+def build_cloud(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatModel | None:
+    """The cloud tier (any OpenAI-compatible API) when a model is configured."""
+    if not s.cloud.enabled:
+        return None
+    from langchain_openai import ChatOpenAI
+
+    key = s.cloud.api_key(env)
+    return ChatOpenAI(
+        model=s.cloud.model,  # type: ignore[arg-type]
+        base_url=s.cloud.base_url,
+        api_key=key,
+        temperature=s.cloud.temperature,
+        max_tokens=s.cloud.max_tokens,  # type: ignore[call-arg]
+        stream_usage=True,
+    )
+
+
+def build_hpc(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatModel | None:
+    """The HPC tier (Globus Compute + relay) when an endpoint is configured."""
+    if not s.hpc.enabled:
+        return None
+    source = os.environ if env is None else env
+    if not s.hpc.relay_url:
+        raise SettingsError("hpc.endpoint_id is set but hpc.relay_url is not")
+    secret = source.get(s.hpc.relay_secret_env, "")
+    if not secret:
+        raise SettingsError(
+            f"HPC tier is configured but the environment variable {s.hpc.relay_secret_env} "
+            "that should hold the relay secret is unset or empty"
+        )
+    from stream_langchain.hpc import ChatHPC
+
+    return ChatHPC.from_globus(
+        endpoint_id=s.hpc.endpoint_id,
+        amqp_port=s.hpc.amqp_port,
+        task_group_id=s.hpc.task_group_id,
+        relay_url=s.hpc.relay_url,
+        relay_secret=secret,
+        backend_url=s.hpc.backend_url,
+        model=s.hpc.model,
+        max_tokens=s.hpc.max_tokens,
+        queue_timeout=s.hpc.queue_timeout_s,
+        first_token_timeout=s.hpc.first_token_timeout_s,
+        idle_timeout=s.hpc.idle_timeout_s,
+    )
+
+
+def build_judge(s: Settings, local: BaseChatModel | None) -> Judge:
+    """The judge named by ``stream.judge``, always ending in the keyword judge."""
+    from stream_langchain.chat_model import default_judge
+
+    kind = s.stream.judge
+    if kind == "keyword":
+        return CachedJudge(KeywordJudge())
+    if kind == "embedded" or local is None:
+        return default_judge()
+    llm = LLMJudge(local)
+    if kind == "cascade":
+        try:
+            from stream_langchain.classifier import EmbeddedJudge
+            from stream_langchain.judge import CascadeJudge  # type: ignore[attr-defined]
+        except ImportError:
+            pass
+        else:
+            cascade = CascadeJudge(EmbeddedJudge(), llm, threshold=s.stream.cascade_threshold)
+            return CachedJudge(FallbackJudge(cascade, KeywordJudge()))
+    return CachedJudge(FallbackJudge(llm, KeywordJudge()))
+
+
+def from_settings(
+    cls: type[ChatStream],
+    source: Settings | str | os.PathLike[str] | Mapping[str, Any] | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> ChatStream:
+    """``ChatStream`` from settings; ``overrides`` win over what the settings build."""
+    s = source if isinstance(source, Settings) else Settings.load(source, env=env)
+    local = overrides.pop("local") if "local" in overrides else build_local(s)
+    kwargs: dict[str, Any] = {
+        "local": local,
+        "hpc": overrides.pop("hpc") if "hpc" in overrides else build_hpc(s, env),
+        "cloud": overrides.pop("cloud") if "cloud" in overrides else build_cloud(s, env),
+        "allow_cloud": s.stream.allow_cloud,
+        "high_threshold": s.stream.high_threshold,
+        "failure_threshold": s.routing.failure_threshold,
+        "failure_window_s": s.routing.failure_window_s,
+        "cooldown_s": s.routing.cooldown_s,
+        "cloud_budget_usd": s.budget.cloud_usd,
+        "prices": {m: p.model_dump() for m, p in s.budget.prices.items()},
+        "context_windows": {"local": s.local.context_window, "hpc": s.hpc.context_window,
+                            "cloud": s.cloud.context_window},
+    }
+    if "judge" not in overrides:
+        kwargs["judge"] = build_judge(s, local)
+    kwargs.update(overrides)
+    return cls(**kwargs)

@@ -1,0 +1,188 @@
+"""The state of one routed request, shared by ChatStream's sync and async paths.
+
+Everything that is not I/O lives here: which tier is being tried, what has been streamed,
+fallback and failover bookkeeping, and the routing record. The two loops in
+``chat_model.py`` only call the sub-models and feed this object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
+
+from stream_langchain._messages import continuation
+from stream_langchain.judge import Complexity, Judgement
+from stream_langchain.routing import RoutePlan
+
+__all__ = ["AllTiersFailed", "RequestRun", "TierFailure", "model_name"]
+
+
+class TierFailure(RuntimeError):
+    """One tier failed; carries the tier name and the cause."""
+
+    def __init__(self, tier: str, cause: BaseException) -> None:
+        self.tier = tier
+        self.cause = cause
+        super().__init__(f"{tier}: {describe(cause)}")
+
+
+class AllTiersFailed(RuntimeError):
+    """No tier could answer. ``errors`` lists ``{"tier", "error"}`` for every tier tried;
+    ``skipped`` lists the tiers not tried and why."""
+
+    def __init__(self, errors: list[dict[str, str]], skipped: list[dict[str, str]]) -> None:
+        self.errors = errors
+        self.skipped = skipped
+        if errors:
+            msg = "all tiers failed: " + "; ".join(f"{e['tier']}: {e['error']}" for e in errors)
+        else:
+            msg = "no tier available"
+        if skipped:
+            msg += " (not tried: " + "; ".join(f"{s['tier']}: {s['reason']}" for s in skipped)
+            msg += ")"
+        super().__init__(msg)
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` for an exception, one line, bounded."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    name = type(exc).__name__
+    return f"{name}: {text[:300]}" if text else name
+
+
+def model_name(model: BaseChatModel) -> str:
+    """The model's name as providers report it (``model_name``/``model``), else its type."""
+    for attr in ("model_name", "model", "model_id", "deployment_name"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return model._llm_type
+
+
+def _has_output(msg: AIMessageChunk) -> bool:
+    return bool(msg.content) or bool(msg.tool_call_chunks)
+
+
+class RequestRun:
+    """One request through the tiers: feed it chunks and errors, ask it what to do next."""
+
+    def __init__(
+        self,
+        *,
+        messages: Sequence[BaseMessage],
+        judgement: Judgement,
+        complexity: Complexity,
+        plan: RoutePlan,
+        models: dict[str, BaseChatModel],
+        context_tokens: int,
+        started: float,
+        failover: bool,
+    ) -> None:
+        self.messages = list(messages)
+        self.judgement = judgement
+        self.complexity = complexity
+        self.plan = plan
+        self.models = models
+        self.context_tokens = context_tokens
+        self.started = started
+        self.allow_failover = failover
+        self.partial: list[str] = []
+        self.fallbacks: list[dict[str, str]] = []
+        self.failover = False
+        self.tiers_used: list[str] = []
+        self.ttft_ms: float | None = None
+        self.summarized = False
+        self.usage = {"input_tokens": 0, "output_tokens": 0}
+        self.extra: dict[str, Any] = {}
+        self._tier_output = False
+
+    # ----------------------------------------------------------------- per tier
+
+    def messages_for(self, tier: str) -> list[BaseMessage]:
+        """The conversation to send to ``tier``: the original, or a continuation prompt
+        carrying the partial answer after a mid-stream failure."""
+        self._tier_output = False
+        if self.partial:
+            return continuation(self.messages, "".join(self.partial))
+        return list(self.messages)
+
+    def on_chunk(self, tier: str, message: AIMessageChunk) -> ChatGenerationChunk:
+        """Re-emit a sub-model chunk as ours (its id and end marker dropped)."""
+        if _has_output(message):
+            if self.ttft_ms is None:
+                self.ttft_ms = (time.perf_counter() - self.started) * 1000.0
+            if not self._tier_output:
+                self._tier_output = True
+                self.tiers_used.append(tier)
+            if isinstance(message.content, str):
+                self.partial.append(message.content)
+        if message.usage_metadata:
+            self.usage["input_tokens"] += message.usage_metadata.get("input_tokens", 0)
+            self.usage["output_tokens"] += message.usage_metadata.get("output_tokens", 0)
+        meta = dict(message.response_metadata)
+        for key in ("hpc_mode", "hpc_fallback_reason"):
+            if key in meta:
+                self.extra[key] = meta[key]
+        update: dict[str, Any] = {"id": None, "response_metadata": meta}
+        if getattr(message, "chunk_position", None):
+            update["chunk_position"] = None
+        return ChatGenerationChunk(message=message.model_copy(update=update))
+
+    def on_error(self, tier: str, exc: BaseException) -> None:
+        """Record a tier's failure; raise if the answer cannot continue elsewhere."""
+        self.fallbacks.append({"tier": tier, "error": describe(exc)})
+        if self._tier_output:
+            if not self.allow_failover:
+                raise TierFailure(tier, exc) from exc
+            self.failover = True
+
+    @property
+    def started_output(self) -> bool:
+        return bool(self.partial) or bool(self.tiers_used)
+
+    # ----------------------------------------------------------------- the end
+
+    def record(self, tier: str) -> dict[str, Any]:
+        """The routing record (``response_metadata["stream"]``)."""
+        j = self.judgement
+        rec: dict[str, Any] = {
+            "tier": tier,
+            "model": model_name(self.models[tier]),
+            "complexity": self.complexity.value,
+            "judged_complexity": j.complexity.value,
+            "confidence": round(j.confidence, 4),
+            "judge": j.judge,
+            "judge_ms": round(j.ms, 3),
+            "judge_cached": j.cached,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
+            "total_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
+            "summarized": self.summarized,
+            "context_tokens": self.context_tokens,
+            "fallbacks": list(self.fallbacks),
+            "failover": self.failover,
+            "tiers": list(self.tiers_used) or [tier],
+            "skipped": list(self.plan.skipped),
+            "override": self.plan.override,
+        }
+        if j.errors:
+            rec["judge_errors"] = list(j.errors)
+        rec.update(self.extra)
+        return rec
+
+    def final_chunk(self, record: dict[str, Any]) -> ChatGenerationChunk:
+        """An empty last chunk that carries the routing record."""
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                response_metadata={"stream": record},
+                chunk_position="last",
+            )
+        )
+
+    def all_failed(self) -> AllTiersFailed:
+        return AllTiersFailed(list(self.fallbacks), list(self.plan.skipped))

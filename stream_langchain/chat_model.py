@@ -1,0 +1,450 @@
+"""ChatStream: a LangChain chat model that judges, routes and streams across tiers."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.tools import BaseTool
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from stream_langchain._messages import check_messages, latest_user_text
+from stream_langchain._run import AllTiersFailed, RequestRun, model_name
+from stream_langchain.judge import CachedJudge, Complexity, Judge, Judgement
+from stream_langchain.routing import TIERS, CircuitBreaker, CloudBudget, plan_route, validate_tier
+from stream_langchain.summarize import ContextFitter, count_tokens
+
+__all__ = ["AllTiersFailed", "ChatStream"]
+
+CONFIG_KEY = "stream_tier"
+"""``RunnableConfig["configurable"]`` key that forces a tier inside chains."""
+
+_ROUTER_KWARGS = frozenset({"tier", "tools", "tool_choice"})
+
+
+def default_judge() -> Judge:
+    """The embedded classifier when it is available, falling back to keywords; cached."""
+    from stream_langchain.judge import FallbackJudge, KeywordJudge
+
+    try:
+        from stream_langchain.classifier import EmbeddedJudge
+    except ImportError:
+        return CachedJudge(KeywordJudge())
+    try:
+        return CachedJudge(FallbackJudge(EmbeddedJudge(), KeywordJudge()))
+    except Exception:  # a missing or unreadable artifact must not stop routing
+        return CachedJudge(KeywordJudge())
+
+
+class ChatStream(BaseChatModel):
+    """Tiered chat model: per request, judge the query, pick local / HPC / cloud, stream.
+
+    Each tier is any LangChain chat model. The routing decision and its timings are in
+    ``response_metadata["stream"]`` of the answer (and of the last streamed chunk).
+
+    Setup:
+        .. code-block:: bash
+
+            pip install "stream-tiered[local]"     # the embedded default (llama.cpp)
+
+    Key init args:
+        local / hpc / cloud: the tier models (``None``: tier not configured).
+        judge: a :class:`~stream_langchain.judge.Judge` (default: embedded classifier with a
+            keyword fallback, cached).
+        allow_cloud: ``False`` never sends anything to the cloud tier.
+        high_threshold: a HIGH label only counts when the judge's P(HIGH) reaches it.
+        cloud_budget_usd / prices: stop using cloud once this much is spent.
+        failure_threshold / failure_window_s / cooldown_s: the circuit breaker.
+
+    Instantiate:
+        .. code-block:: python
+
+            from langchain_ollama import ChatOllama
+            from langchain_openai import ChatOpenAI
+            from stream_langchain import ChatStream
+
+            llm = ChatStream(local=ChatOllama(model="llama3.2:3b"),
+                             cloud=ChatOpenAI(model="gpt-4o-mini"))
+            llm = ChatStream.from_settings("stream.toml")
+            llm = ChatStream.embedded()          # offline: bundled model, no servers
+
+    Invoke:
+        .. code-block:: python
+
+            msg = llm.invoke("What is the capital of France?")
+            msg.response_metadata["stream"]["tier"]      # 'local'
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream("Prove that sqrt(2) is irrational."):
+                print(chunk.content, end="")
+
+    Force a tier:
+        .. code-block:: python
+
+            llm.invoke("hi", tier="local")
+            chain.invoke(x, config={"configurable": {"stream_tier": "hpc"}})
+
+    Async:
+        .. code-block:: python
+
+            await llm.ainvoke("hi")
+            async for chunk in llm.astream("hi"):
+                ...
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    local: BaseChatModel | None = None
+    """The local tier (free, private, small)."""
+    hpc: BaseChatModel | None = None
+    """The HPC tier (institutional GPUs; usually a ``ChatHPC``)."""
+    cloud: BaseChatModel | None = None
+    """The cloud tier (a commercial API)."""
+    judge: Judge | None = None
+    """Complexity judge; ``None`` uses :func:`default_judge`."""
+    allow_cloud: bool = True
+    """``False`` guarantees no request reaches the cloud tier."""
+    high_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    """Cost-quality threshold: HIGH only when P(HIGH) >= this, else MEDIUM (0 = off)."""
+    failover: bool = True
+    """Continue an answer on the next tier when a tier dies after its first token."""
+    context_windows: dict[str, int] = Field(default_factory=dict)
+    """Per tier, the context window in tokens (used for context fit)."""
+    summarizer: ContextFitter | None = None
+    """Makes the context fit a tier's window; ``None`` skips tiers that do not fit."""
+    cloud_budget_usd: float = Field(math.inf, ge=0.0)
+    """Cloud spend limit in USD; once reached, HIGH goes to HPC."""
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """USD per million ``input``/``output`` tokens, per cloud model name."""
+    failure_threshold: int = Field(3, ge=1)
+    """Failures within ``failure_window_s`` that open a tier's circuit."""
+    failure_window_s: float = Field(60.0, gt=0)
+    """Window over which tier failures are counted."""
+    cooldown_s: float = Field(30.0, gt=0)
+    """How long an open circuit keeps a tier out of routing."""
+
+    _judge: Judge = PrivateAttr()
+    _breaker: CircuitBreaker = PrivateAttr()
+    _budget: CloudBudget = PrivateAttr()
+    _closers: list[Callable[[], None]] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="after")
+    def _build(self) -> ChatStream:
+        if not self.tiers:
+            raise ValueError("ChatStream needs at least one tier: pass local=, hpc= or cloud=")
+        for tier in self.context_windows:
+            validate_tier(tier)
+        self._judge = self.judge if self.judge is not None else default_judge()
+        self._breaker = CircuitBreaker(
+            threshold=self.failure_threshold, window=self.failure_window_s,
+            cooldown=self.cooldown_s,
+        )
+        self._budget = CloudBudget(self.cloud_budget_usd, self.prices)
+        return self
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_settings(cls, source: str | Any | None = None, **overrides: Any) -> ChatStream:
+        """Build from a TOML settings file (or dict) plus environment variables.
+
+        See :mod:`stream_langchain.settings` for the format. ``overrides`` are passed to the
+        constructor (for example ``judge=`` or ``local=``).
+
+        Raises:
+            SettingsError: invalid settings, or a configured cloud key variable is unset.
+        """
+        from stream_langchain._factory import from_settings
+
+        return from_settings(cls, source, **overrides)
+
+    @classmethod
+    def embedded(cls, **overrides: Any) -> ChatStream:
+        """The offline default: the bundled Gemma 3 270M in-process as the local tier (and the
+        embedded HPC stack when available). No network, no keys.
+
+        Example:
+            >>> llm = ChatStream.embedded(hpc=None)
+            >>> sorted(llm.tiers)
+            ['local']
+        """
+        from stream_langchain.embedded import build_embedded
+
+        return build_embedded(cls, **overrides)
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def tiers(self) -> dict[str, BaseChatModel]:
+        """The configured tiers, by name."""
+        out: dict[str, BaseChatModel] = {}
+        for name in TIERS:
+            model = getattr(self, name)
+            if model is not None:
+                out[name] = model
+        return out
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """Tier health (the circuit breaker)."""
+        return self._breaker
+
+    @property
+    def budget(self) -> CloudBudget:
+        """Cloud spend so far and what is left."""
+        return self._budget
+
+    @property
+    def active_judge(self) -> Judge:
+        """The judge in use."""
+        return self._judge
+
+    @property
+    def _llm_type(self) -> str:
+        return "stream-router"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "tiers": {t: model_name(m) for t, m in self.tiers.items()},
+            "judge": self._judge.name,
+            "allow_cloud": self.allow_cloud,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "stream"
+        tier = kwargs.get("tier")
+        tiers = self.tiers
+        if isinstance(tier, str) and tier in tiers:
+            params["ls_model_name"] = f"{tier}:{model_name(tiers[tier])}"
+        else:
+            params["ls_model_name"] = "|".join(f"{t}:{model_name(m)}" for t, m in tiers.items())
+        return params
+
+    def close(self) -> None:
+        """Stop whatever :meth:`embedded` or :meth:`from_settings` started (idempotent)."""
+        while self._closers:
+            closer = self._closers.pop()
+            closer()
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ tools
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools; each request forwards them to the tier it is routed to.
+
+        The tier's own ``bind_tools`` formats them, so any tier that can call tools works.
+        """
+        return self.bind(tools=list(tools), tool_choice=tool_choice, **kwargs)
+
+    # ------------------------------------------------------------------ config -> kwargs
+
+    @staticmethod
+    def _tier_from_config(config: RunnableConfig | None, kwargs: dict[str, Any]) -> None:
+        if "tier" in kwargs:
+            return
+        tier = (ensure_config(config).get("configurable") or {}).get(CONFIG_KEY)
+        if tier is not None:
+            kwargs["tier"] = tier
+
+    def invoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+        stop: list[str] | None = None, **kwargs: Any,
+    ) -> AIMessage:
+        self._tier_from_config(config, kwargs)
+        return super().invoke(input, config, stop=stop, **kwargs)
+
+    async def ainvoke(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+        stop: list[str] | None = None, **kwargs: Any,
+    ) -> AIMessage:
+        self._tier_from_config(config, kwargs)
+        return await super().ainvoke(input, config, stop=stop, **kwargs)
+
+    def stream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+        stop: list[str] | None = None, **kwargs: Any,
+    ) -> Iterator[AIMessageChunk]:
+        self._tier_from_config(config, kwargs)
+        yield from super().stream(input, config, stop=stop, **kwargs)
+
+    async def astream(
+        self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+        stop: list[str] | None = None, **kwargs: Any,
+    ) -> AsyncIterator[AIMessageChunk]:
+        self._tier_from_config(config, kwargs)
+        async for chunk in super().astream(input, config, stop=stop, **kwargs):
+            yield chunk
+
+    # ------------------------------------------------------------------ the request path
+
+    def _begin(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[str, int]:
+        check_messages(messages)
+        tier = kwargs.get("tier")
+        if tier is not None:
+            validate_tier(tier)
+        return latest_user_text(messages), count_tokens(messages)
+
+    def _route(
+        self,
+        messages: list[BaseMessage],
+        judgement: Judgement,
+        context_tokens: int,
+        kwargs: dict[str, Any],
+        started: float,
+    ) -> RequestRun:
+        complexity = judgement.complexity
+        if (
+            complexity is Complexity.HIGH
+            and self.high_threshold > 0
+            and judgement.prob(Complexity.HIGH) < self.high_threshold
+        ):
+            complexity = Complexity.MEDIUM
+        plan = plan_route(
+            complexity,
+            available=self.tiers,
+            breaker=self._breaker,
+            override=kwargs.get("tier"),
+            allow_cloud=self.allow_cloud,
+            budget=self._budget,
+            context_tokens=context_tokens,
+            context_windows=self.context_windows if self.summarizer is None else None,
+        )
+        return RequestRun(
+            messages=messages, judgement=judgement, complexity=complexity, plan=plan,
+            models=self.tiers, context_tokens=context_tokens, started=started,
+            failover=self.failover,
+        )
+
+    def _tier_model(self, tier: str, kwargs: dict[str, Any]) -> tuple[Runnable[Any, Any],
+                                                                        dict[str, Any]]:
+        model: Runnable[Any, Any] = self.tiers[tier]
+        tools = kwargs.get("tools")
+        if tools:
+            choice = kwargs.get("tool_choice")
+            extra = {"tool_choice": choice} if choice is not None else {}
+            model = self.tiers[tier].bind_tools(tools, **extra)
+        forward = {k: v for k, v in kwargs.items() if k not in _ROUTER_KWARGS}
+        return model, forward
+
+    def _budget_tokens(self, tier: str) -> int:
+        return self.context_windows.get(tier, 1 << 62)
+
+    def _succeeded(self, run: RequestRun, tier: str) -> ChatGenerationChunk:
+        self._breaker.record_success(tier)
+        record = run.record(tier)
+        record["usage"] = dict(run.usage)
+        if tier == "cloud":
+            cost = self._budget.charge(
+                model_name(self.tiers[tier]),
+                input_tokens=run.usage["input_tokens"] or run.context_tokens,
+                output_tokens=run.usage["output_tokens"],
+            )
+            record["cloud_cost_usd"] = cost
+        if math.isfinite(self._budget.limit_usd):
+            record["cloud_budget_remaining_usd"] = round(self._budget.remaining_usd, 6)
+        if self.high_threshold > 0:
+            record["high_threshold"] = self.high_threshold
+        return run.final_chunk(record)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        started = time.perf_counter()
+        text, tokens = self._begin(messages, kwargs)
+        judgement = self._judge.judge(text)
+        run = self._route(messages, judgement, tokens, kwargs, started)
+        for tier in run.plan.order:
+            model, forward = self._tier_model(tier, kwargs)
+            msgs = run.messages_for(tier)
+            if self.summarizer is not None:
+                msgs, run.summarized = self.summarizer.fit(
+                    msgs, budget_tokens=self._budget_tokens(tier), tier=tier)
+            try:
+                for message in model.stream(msgs, stop=stop, **forward):
+                    chunk = run.on_chunk(tier, message)
+                    if run_manager and chunk.text:
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+            except Exception as exc:
+                self._breaker.record_failure(tier)
+                run.on_error(tier, exc)
+                continue
+            yield self._succeeded(run, tier)
+            return
+        raise run.all_failed()
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        started = time.perf_counter()
+        text, tokens = self._begin(messages, kwargs)
+        judgement = await self._judge.ajudge(text)
+        run = self._route(messages, judgement, tokens, kwargs, started)
+        for tier in run.plan.order:
+            model, forward = self._tier_model(tier, kwargs)
+            msgs = run.messages_for(tier)
+            if self.summarizer is not None:
+                msgs, run.summarized = await self.summarizer.afit(
+                    msgs, budget_tokens=self._budget_tokens(tier), tier=tier)
+            try:
+                async for message in model.astream(msgs, stop=stop, **forward):
+                    chunk = run.on_chunk(tier, message)
+                    if run_manager and chunk.text:
+                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yield chunk
+            except Exception as exc:
+                self._breaker.record_failure(tier)
+                run.on_error(tier, exc)
+                continue
+            yield self._succeeded(run, tier)
+            return
+        raise run.all_failed()
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))

@@ -1,0 +1,274 @@
+"""Configuration: a TOML file plus environment variables, validated.
+
+A settings file looks like this (every section and key is optional)::
+
+    [stream]
+    judge = "embedded"          # embedded | keyword | llm | cascade
+    allow_cloud = true
+    high_threshold = 0.0        # escalate to HIGH only when P(HIGH) >= this (0 = off)
+
+    [local]
+    provider = "ollama"         # ollama | llamacpp (the bundled model, in-process)
+    model = "llama3.2:3b"
+    base_url = "http://localhost:11434"
+    context_window = 8192
+
+    [hpc]
+    endpoint_id = "..."         # Globus Compute endpoint
+    relay_url = "wss://relay.example.edu"
+    relay_secret_env = "STREAM_RELAY_SECRET"
+    backend_url = "http://127.0.0.1:8000/v1"
+    model = "meta-llama/Llama-3.3-70B-Instruct"
+
+    [cloud]
+    base_url = "https://api.openai.com/v1"
+    model = "gpt-4o-mini"
+    api_key_env = "OPENAI_API_KEY"   # the NAME of the variable holding the key
+
+    [routing]
+    failure_threshold = 3
+    failure_window_s = 60
+    cooldown_s = 30
+
+    [budget]
+    cloud_usd = 5.0
+    [budget.prices."gpt-4o-mini"]
+    input = 0.15                # USD per million tokens
+    output = 0.60
+
+Environment variables override the file: ``STREAM_ALLOW_CLOUD``, ``STREAM_JUDGE``,
+``STREAM_LOCAL_MODEL``, ``STREAM_LOCAL_BASE_URL``, ``STREAM_CLOUD_BASE_URL``,
+``STREAM_CLOUD_MODEL``, ``STREAM_CLOUD_API_KEY_ENV``, ``STREAM_HPC_ENDPOINT_ID``,
+``STREAM_HPC_RELAY_URL``. ``STREAM_CONFIG`` names the file when none is given.
+
+Keys themselves never live in the file: it names the environment variable that holds them.
+
+Example:
+    >>> s = Settings.load({"cloud": {"model": "gpt-4o-mini"}}, env={})
+    >>> s.cloud.model, s.cloud.api_key_env, s.local.provider
+    ('gpt-4o-mini', 'OPENAI_API_KEY', 'ollama')
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+__all__ = [
+    "BudgetSettings",
+    "CloudSettings",
+    "HPCSettings",
+    "LocalSettings",
+    "RoutingSettings",
+    "Settings",
+    "SettingsError",
+    "StreamSection",
+    "default_config_path",
+]
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the file and the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StreamSection(_Section):
+    judge: Literal["embedded", "keyword", "llm", "cascade"] = "embedded"
+    """Which complexity judge routes requests."""
+    allow_cloud: bool = True
+    """``False`` guarantees nothing is sent to the cloud tier."""
+    high_threshold: float = Field(0.0, ge=0.0, le=1.0)
+    """Cost-quality knob: a HIGH label is kept only when P(HIGH) >= this (0 disables)."""
+    cascade_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    """With ``judge = "cascade"``: ask the LLM judge when the embedded judge is less sure."""
+
+
+class LocalSettings(_Section):
+    provider: Literal["ollama", "llamacpp"] = "ollama"
+    model: str = "llama3.2:3b"
+    base_url: str = "http://localhost:11434"
+    context_window: int = Field(8192, gt=0)
+    temperature: float = Field(0.7, ge=0.0)
+    max_tokens: int = Field(1024, gt=0)
+    """Upper bound on a local answer's length."""
+
+
+class HPCSettings(_Section):
+    endpoint_id: str | None = None
+    """Globus Compute endpoint UUID; the HPC tier is enabled when this is set."""
+    amqp_port: int = Field(443, gt=0)
+    task_group_id: str | None = None
+    relay_url: str | None = None
+    relay_secret_env: str = "STREAM_RELAY_SECRET"
+    backend_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "meta-llama/Llama-3.3-70B-Instruct"
+    context_window: int = Field(32768, gt=0)
+    max_tokens: int = Field(2048, gt=0)
+    queue_timeout_s: float = Field(300.0, gt=0)
+    first_token_timeout_s: float = Field(120.0, gt=0)
+    idle_timeout_s: float = Field(60.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.endpoint_id is not None
+
+
+class CloudSettings(_Section):
+    base_url: str | None = None
+    model: str | None = None
+    """The cloud tier is enabled when a model is set."""
+    api_key_env: str = "OPENAI_API_KEY"
+    context_window: int = Field(128000, gt=0)
+    temperature: float = Field(0.7, ge=0.0)
+    max_tokens: int = Field(2048, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return self.model is not None
+
+    def api_key(self, env: Mapping[str, str] | None = None) -> SecretStr:
+        """The key, read from the named environment variable.
+
+        Raises:
+            SettingsError: the variable is unset or empty (names the variable, never a value).
+        """
+        source = os.environ if env is None else env
+        value = source.get(self.api_key_env, "")
+        if not value:
+            raise SettingsError(
+                f"cloud tier is configured (model {self.model!r}) but the environment "
+                f"variable {self.api_key_env} that should hold its API key is unset or empty"
+            )
+        return SecretStr(value)
+
+
+class RoutingSettings(_Section):
+    failure_threshold: int = Field(3, ge=1)
+    failure_window_s: float = Field(60.0, gt=0)
+    cooldown_s: float = Field(30.0, gt=0)
+
+
+class Price(_Section):
+    input: float = Field(ge=0.0)
+    output: float = Field(ge=0.0)
+
+
+class BudgetSettings(_Section):
+    cloud_usd: float = Field(float("inf"), ge=0.0)
+    prices: dict[str, Price] = Field(default_factory=dict)
+
+
+class Settings(_Section):
+    """The whole configuration. Build with :meth:`load`."""
+
+    stream: StreamSection = StreamSection()
+    local: LocalSettings = LocalSettings()
+    hpc: HPCSettings = HPCSettings()
+    cloud: CloudSettings = CloudSettings()
+    routing: RoutingSettings = RoutingSettings()
+    budget: BudgetSettings = BudgetSettings()
+    source: str | None = None
+    """Where the settings came from (file path), for error messages."""
+
+    @classmethod
+    def load(
+        cls,
+        source: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> Settings:
+        """Read settings from a TOML file path or a dict, then apply environment overrides.
+
+        Args:
+            source: a path to a TOML file, a dict of the same shape, or ``None`` for the
+                file named by ``STREAM_CONFIG`` (or no file).
+            env: the environment (``os.environ`` by default).
+
+        Raises:
+            SettingsError: unreadable file, invalid TOML, unknown key, wrong type.
+        """
+        environ = os.environ if env is None else env
+        origin: str | None = None
+        if source is None and environ.get("STREAM_CONFIG"):
+            source = environ["STREAM_CONFIG"]
+        if source is None:
+            data: dict[str, Any] = {}
+        elif isinstance(source, Mapping):
+            data = _deep_copy(source)
+            origin = "<dict>"
+        else:
+            path = Path(source)
+            origin = str(path)
+            try:
+                raw = path.read_bytes()
+            except OSError as exc:
+                raise SettingsError(f"cannot read settings file {path}: {exc.strerror}") from exc
+            try:
+                data = tomllib.loads(raw.decode("utf-8"))
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from exc
+        _apply_env(data, environ)
+        try:
+            return cls.model_validate({**data, "source": origin})
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, origin)) from None
+
+
+_ENV_MAP: dict[str, tuple[str, str]] = {
+    "STREAM_ALLOW_CLOUD": ("stream", "allow_cloud"),
+    "STREAM_JUDGE": ("stream", "judge"),
+    "STREAM_LOCAL_MODEL": ("local", "model"),
+    "STREAM_LOCAL_BASE_URL": ("local", "base_url"),
+    "STREAM_CLOUD_BASE_URL": ("cloud", "base_url"),
+    "STREAM_CLOUD_MODEL": ("cloud", "model"),
+    "STREAM_CLOUD_API_KEY_ENV": ("cloud", "api_key_env"),
+    "STREAM_HPC_ENDPOINT_ID": ("hpc", "endpoint_id"),
+    "STREAM_HPC_RELAY_URL": ("hpc", "relay_url"),
+}
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for var, (section, key) in _ENV_MAP.items():
+        if var in env:
+            sec = data.setdefault(section, {})
+            if not isinstance(sec, dict):
+                raise SettingsError(f"settings section [{section}] must be a table")
+            sec[key] = env[var]
+
+
+def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
+def _explain(exc: ValidationError, origin: str | None) -> str:
+    where = f"settings {origin}" if origin else "settings"
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown key {loc!r}")
+        else:
+            parts.append(f"{loc}: {err['msg']}")
+    return f"invalid {where}: " + "; ".join(parts)
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """The settings file the CLI uses: ``$STREAM_CONFIG``, ``./stream.toml`` or
+    ``~/.config/stream/stream.toml``, whichever exists first; ``None`` if none does."""
+    environ = os.environ if env is None else env
+    candidates = []
+    if environ.get("STREAM_CONFIG"):
+        candidates.append(Path(environ["STREAM_CONFIG"]))
+    candidates += [Path("stream.toml"), Path.home() / ".config" / "stream" / "stream.toml"]
+    for p in candidates:
+        if p.is_file():
+            return p
+    return None
