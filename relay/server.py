@@ -1,0 +1,726 @@
+"""The relay server: pairs one producer with one consumer per channel and forwards frames.
+
+The server is an :class:`asyncio.Protocol` around the websockets library's Sans-I/O
+:class:`~websockets.server.ServerProtocol`: a producer's frames are forwarded to the
+consumer's transport inside the same ``data_received`` call (no task switch, no copy
+into a queue), and TCP flow control gives end-to-end backpressure: when the consumer's
+transport buffer passes its high-water mark the producer's socket stops being read.
+
+It never sees a key: frames are opaque. It authorizes every WebSocket connection by a
+capability token in the ``Authorization: Bearer`` header before the upgrade, so nothing
+is forwarded to or from an unauthorized peer.
+
+Endpoints: ``/produce/<channel>``, ``/consume/<channel>`` (WebSocket), ``/health``
+(JSON) and ``/metrics`` (Prometheus text) over plain HTTP GET.
+
+Example:
+    >>> from relay import Producer, SyncConsumer, mint_tokens, new_channel, new_key
+    >>> from relay.server import run_in_thread
+    >>> with run_in_thread(secret="s3cret") as relay:
+    ...     channel, key = new_channel(), new_key()
+    ...     tokens = mint_tokens("s3cret", channel, ttl=60)
+    ...     with Producer(relay.url, channel, tokens.producer, key) as producer:
+    ...         producer.send({"content": "Hel"})
+    ...         producer.close(usage={"completion_tokens": 1})
+    ...     with SyncConsumer(relay.url, channel, tokens.consumer, key) as consumer:
+    ...         print(list(consumer), consumer.usage)
+    [{'content': 'Hel'}] {'completion_tokens': 1}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import struct
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+from relay.errors import AuthRejected
+from relay.metrics import Metrics
+from relay.tokens import verify_token
+
+__all__ = ["RelayServer", "RelayThread", "run_in_thread"]
+
+logger = logging.getLogger("relay.server")
+_wire_logger = logging.getLogger("relay.wire")
+
+_PATH_RE = re.compile(r"/(produce|consume)/([A-Za-z0-9_-]{1,128})")
+_ROLES = {"produce": "producer", "consume": "consumer"}
+_BINARY, _TEXT, _CLOSE = Opcode.BINARY, Opcode.TEXT, Opcode.CLOSE
+_SHORT = struct.Struct("!BBH")
+_LONG = struct.Struct("!BBQ")
+
+#: Close codes the relay sends.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_PRODUCER_LOST = 1011
+CLOSE_PEER_LEFT = 4000
+CLOSE_TIMED_OUT = 4408
+
+
+def _ws_header(length: int) -> bytes:
+    """Header of an unmasked, final, binary WebSocket frame of ``length`` bytes."""
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 65536:
+        return _SHORT.pack(0x82, 126, length)
+    return _LONG.pack(0x82, 127, length)
+
+
+class _Channel:
+    """State of one channel: at most one producer and one consumer."""
+
+    __slots__ = (
+        "id", "producer", "consumer", "buffer", "buffered", "producer_joined",
+        "consumer_joined", "producer_done", "end_code", "end_reason", "created",
+        "last", "reading_paused", "consumer_slow",
+    )
+
+    def __init__(self, channel_id: str, now: float) -> None:
+        self.id = channel_id
+        self.producer: _Conn | None = None
+        self.consumer: _Conn | None = None
+        self.buffer: deque[bytes] = deque()
+        self.buffered = 0
+        self.producer_joined = False
+        self.consumer_joined = False
+        self.producer_done = False
+        self.end_code = CLOSE_NORMAL
+        self.end_reason = ""
+        self.created = now
+        self.last = now
+        self.reading_paused = False
+        self.consumer_slow = False
+
+
+class _Conn(asyncio.Protocol):
+    """One TCP connection: an HTTP request, then (maybe) a WebSocket."""
+
+    def __init__(self, server: RelayServer) -> None:
+        self.server = server
+        self.proto = ServerProtocol(max_size=server.max_frame_bytes, logger=_wire_logger)
+        self.proto.debug = False  # never log handshake headers (they carry tokens)
+        self.transport: asyncio.Transport | None = None
+        self.role: str | None = None
+        self.channel: _Channel | None = None
+        self.out: list[bytes] = []
+        self.closed = False
+        self._timer: asyncio.TimerHandle | None = None
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.server.write_buffer_bytes)
+        self.server._conns.add(self)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self.server.open_timeout, self._handshake_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        proto = self.proto
+        proto.receive_data(data)
+        server = self.server
+        for event in proto.events_received():
+            if type(event) is Frame:
+                opcode = event.opcode
+                if opcode is _BINARY:
+                    server._on_frame(self, event.data)
+                elif opcode is _TEXT:
+                    self.close(CLOSE_UNSUPPORTED, "relay frames are binary")
+                elif opcode is _CLOSE:
+                    server._on_leave(self, proto.close_rcvd)
+            elif type(event) is Request:
+                server._on_request(self, event)
+        channel = self.channel
+        if channel is not None and channel.consumer is not None and channel.consumer.out:
+            channel.consumer.flush()
+        self.flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        self.proto.receive_eof()
+        self.server._conns.discard(self)
+        self.server._on_leave(self, None)
+
+    def pause_writing(self) -> None:
+        channel = self.channel
+        if channel is not None and channel.consumer is self:
+            channel.consumer_slow = True
+            self.server._update_reading(channel)
+
+    def resume_writing(self) -> None:
+        channel = self.channel
+        if channel is not None and channel.consumer is self:
+            channel.consumer_slow = False
+            self.server._update_reading(channel)
+
+    # helpers
+
+    def flush(self) -> None:
+        """Write forwarded frames, then whatever the protocol has to send."""
+        transport = self.transport
+        if transport is None or self.closed:
+            self.out.clear()
+            return
+        out = self.out
+        if out:
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+        for data in self.proto.data_to_send():
+            if data:
+                transport.write(data)
+            else:  # the protocol wants the TCP connection closed (server side)
+                transport.close()
+        if self.proto.close_expected() and self._timer is None and not transport.is_closing():
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.server.close_timeout, transport.abort)
+
+    def respond(self, status: int, body: str, content_type: str, reject: str = "") -> None:
+        """Send a plain HTTP response (and close)."""
+        self._cancel_timer()
+        response = self.proto.reject(status, body)
+        response.headers["Content-Type"] = content_type
+        if reject:
+            response.headers["X-Relay-Reject"] = reject
+        self.proto.send_response(response)
+        self.flush()
+
+    def accept(self, response: Response) -> None:
+        self._cancel_timer()
+        self.proto.send_response(response)
+        self.flush()
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the WebSocket closing handshake (after flushing forwarded frames)."""
+        if self.closed or self.transport is None:
+            return
+        if self.proto.state is not State.OPEN:
+            if self.proto.state is State.CONNECTING:
+                self.transport.abort()
+            return
+        self.flush()
+        self.proto.send_close(code, reason)
+        self.flush()
+
+    def _handshake_timeout(self) -> None:
+        self._timer = None
+        if self.transport is not None and self.role is None:
+            self.server.metrics.reject("handshake-timeout")
+            self.transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+
+class RelayServer:
+    """WebSocket relay for sealed token streams.
+
+    Args:
+        secret: The relay secret that capability tokens are signed with (see
+            :func:`relay.mint_tokens`). ``None`` disables authorization, which is
+            only allowed with ``insecure=True`` (local development).
+        host: Interface to listen on.
+        port: TCP port; ``0`` picks a free one (read it back from :attr:`port`).
+        insecure: Allow ``secret=None``.
+        open_timeout: Seconds a client has to complete its HTTP request.
+        pair_timeout: Seconds a channel may stay one-sided (one peer waiting for
+            the other, or frames waiting for a consumer) before it is reaped.
+        idle_timeout: Seconds a paired channel may go without a frame before it
+            is reaped.
+        close_timeout: Seconds to wait for a peer to finish a closing handshake.
+        shutdown_timeout: Seconds :meth:`close` lets streams in progress finish.
+        reap_interval: Seconds between two passes of the reaper.
+        max_channels: Channels open at once; more are refused with HTTP 503.
+        max_frame_bytes: Largest frame accepted from a producer; a larger one
+            closes the producer's connection (WebSocket close code 1009).
+        max_buffer_frames: Frames held for a consumer that has not joined yet;
+            when reached, the producer is paused (never dropped).
+        max_buffer_bytes: Bytes held for a consumer that has not joined yet.
+        write_buffer_bytes: High-water mark of a consumer's send buffer; above
+            it the producer's socket is no longer read (backpressure).
+
+    Example:
+        >>> import asyncio
+        >>> async def main() -> str:
+        ...     async with RelayServer(secret="s3cret") as server:
+        ...         return server.url.split(":")[0]
+        >>> asyncio.run(main())
+        'ws'
+    """
+
+    def __init__(
+        self,
+        secret: bytes | str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        insecure: bool = False,
+        # Timeouts
+        open_timeout: float = 10.0,
+        pair_timeout: float = 120.0,
+        idle_timeout: float = 300.0,
+        close_timeout: float = 5.0,
+        shutdown_timeout: float = 5.0,
+        reap_interval: float = 1.0,
+        # Limits
+        max_channels: int = 10_000,
+        max_frame_bytes: int = 1 << 20,
+        max_buffer_frames: int = 4096,
+        max_buffer_bytes: int = 4 << 20,
+        write_buffer_bytes: int = 1 << 20,
+    ) -> None:
+        """Configure the server; see the class docstring for the arguments."""
+        if secret is None or secret in (b"", ""):
+            if not insecure:
+                raise ValueError("a relay secret is required (or pass insecure=True)")
+            self._secret: bytes | None = None
+        else:
+            self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
+        for name, value in (
+            ("open_timeout", open_timeout), ("pair_timeout", pair_timeout),
+            ("idle_timeout", idle_timeout), ("close_timeout", close_timeout),
+            ("reap_interval", reap_interval), ("max_channels", max_channels),
+            ("max_frame_bytes", max_frame_bytes), ("max_buffer_frames", max_buffer_frames),
+            ("max_buffer_bytes", max_buffer_bytes), ("write_buffer_bytes", write_buffer_bytes),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+        if shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must not be negative")
+        self.host = host
+        self._port = port
+        self.open_timeout = float(open_timeout)
+        self.pair_timeout = float(pair_timeout)
+        self.idle_timeout = float(idle_timeout)
+        self.close_timeout = float(close_timeout)
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.reap_interval = float(reap_interval)
+        self.max_channels = int(max_channels)
+        self.max_frame_bytes = int(max_frame_bytes)
+        self.max_buffer_frames = int(max_buffer_frames)
+        self.max_buffer_bytes = int(max_buffer_bytes)
+        self.write_buffer_bytes = int(write_buffer_bytes)
+        self.metrics = Metrics()
+        self._channels: dict[str, _Channel] = {}
+        self._conns: set[_Conn] = set()
+        self._server: asyncio.Server | None = None
+        self._reaper: asyncio.Task[None] | None = None
+        self._closing = False
+        self._started = 0.0
+
+    def __repr__(self) -> str:
+        return f"RelayServer(url={self.url!r}, channels={len(self._channels)})"
+
+    # lifecycle
+
+    @property
+    def port(self) -> int:
+        """The TCP port listened on (the real one once started with ``port=0``)."""
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """Base URL clients connect to, ``ws://host:port``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self._port}"
+
+    @property
+    def channels(self) -> int:
+        """Channels open now."""
+        return len(self._channels)
+
+    async def start(self) -> None:
+        """Start listening and reaping."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Conn(self), self.host, self._port)
+        self._port = self._server.sockets[0].getsockname()[1]
+        self._started = time.monotonic()
+        self._reaper = loop.create_task(self._reap_forever())
+        logger.info("relay listening on %s", self.url)
+
+    async def close(self) -> None:
+        """Shut down gracefully.
+
+        Stop accepting connections, let streams in progress finish for up to
+        ``shutdown_timeout`` seconds, then close every connection with code 1001.
+        """
+        if self._server is None or self._closing:
+            return
+        self._closing = True
+        self._server.close()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.shutdown_timeout
+        while loop.time() < deadline and any(
+            ch.producer is not None for ch in self._channels.values()
+        ):
+            await asyncio.sleep(0.02)
+        for conn in list(self._conns):
+            if conn.role is None:
+                if conn.transport is not None:
+                    conn.transport.abort()
+            else:
+                conn.close(CLOSE_GOING_AWAY, "relay shutting down")
+        deadline = loop.time() + self.close_timeout
+        while self._conns and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self._conns):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            try:
+                await self._reaper
+            except asyncio.CancelledError:
+                pass
+        await self._server.wait_closed()
+        self._channels.clear()
+        logger.info("relay stopped")
+
+    async def __aenter__(self) -> RelayServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def serve_forever(self) -> None:
+        """Start, then run until cancelled; close gracefully on the way out."""
+        await self.start()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
+
+    def health(self) -> dict[str, Any]:
+        """The ``/health`` document."""
+        return {
+            "status": "closing" if self._closing else "ok",
+            "channels": len(self._channels),
+            "connections": len(self._conns),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
+
+    def render_metrics(self) -> str:
+        """The ``/metrics`` document (Prometheus text format)."""
+        return self.metrics.render(channels=len(self._channels), connections=len(self._conns))
+
+    # handshake
+
+    def _on_request(self, conn: _Conn, request: Request) -> None:
+        path = request.path.split("?", 1)[0]
+        if path == "/health":
+            conn.respond(200, json.dumps(self.health()), "application/json")
+            return
+        if path == "/metrics":
+            conn.respond(200, self.render_metrics(), "text/plain; version=0.0.4; charset=utf-8")
+            return
+        match = _PATH_RE.fullmatch(path)
+        if match is None:
+            self._refuse(conn, 404, "not-found", "use /produce/<channel> or /consume/<channel>")
+            return
+        role, channel_id = _ROLES[match[1]], match[2]
+        response = conn.proto.accept(request)
+        if response.status_code != 101:
+            self.metrics.reject("bad-handshake")
+            conn._cancel_timer()
+            conn.proto.send_response(response)
+            conn.flush()
+            return
+        if self._closing:
+            self._refuse(conn, 503, "shutting-down", "relay is shutting down")
+            return
+        if self._secret is not None:
+            header = request.headers.get("Authorization", "")
+            token = header[7:].strip() if header[:7].lower() == "bearer " else None
+            try:
+                verify_token(self._secret, token, channel_id, role)
+            except AuthRejected as exc:
+                status = 401 if exc.reason == "missing" else 403
+                self._refuse(conn, status, exc.reason, f"token rejected: {exc.reason}")
+                return
+        channel = self._channels.get(channel_id)
+        now = time.monotonic()
+        if channel is None:
+            if len(self._channels) >= self.max_channels:
+                self._refuse(conn, 503, "capacity", "relay is at its channel limit")
+                return
+            channel = self._channels[channel_id] = _Channel(channel_id, now)
+            self.metrics.channels_opened_total += 1
+        if channel.producer_joined if role == "producer" else channel.consumer_joined:
+            self._refuse(conn, 409, "channel-busy", f"channel already has a {role}")
+            return
+        conn.accept(response)
+        conn.role, conn.channel = role, channel
+        channel.last = now
+        if role == "producer":
+            channel.producer, channel.producer_joined = conn, True
+        else:
+            channel.consumer, channel.consumer_joined = conn, True
+            self._attach_consumer(channel, conn)
+
+    def _refuse(self, conn: _Conn, status: int, reason: str, message: str) -> None:
+        self.metrics.reject(reason)
+        conn.respond(status, message + "\n", "text/plain; charset=utf-8", reject=reason)
+
+    # forwarding
+
+    def _attach_consumer(self, channel: _Channel, conn: _Conn) -> None:
+        if channel.buffer:
+            conn.out.extend(channel.buffer)
+            self.metrics.buffered_bytes -= channel.buffered
+            channel.buffer.clear()
+            channel.buffered = 0
+        conn.flush()
+        if channel.producer_done:
+            conn.close(channel.end_code, channel.end_reason)
+        else:
+            self._update_reading(channel)
+
+    def _on_frame(self, conn: _Conn, data: bytes | bytearray | memoryview) -> None:
+        channel = conn.channel
+        if conn.role != "producer":
+            conn.close(CLOSE_UNSUPPORTED, "consumers do not send frames")
+            return
+        if channel is None:  # the consumer left; the producer is being closed
+            return
+        size = len(data)
+        metrics = self.metrics
+        metrics.frames_total += 1
+        metrics.bytes_total += size
+        channel.last = time.monotonic()
+        consumer = channel.consumer
+        if consumer is not None:
+            consumer.out.append(_ws_header(size))
+            consumer.out.append(data if type(data) is bytes else bytes(data))
+            return
+        if channel.consumer_joined:  # consumer came and went: nowhere to deliver
+            return
+        framed = _ws_header(size) + bytes(data)
+        channel.buffer.append(framed)
+        channel.buffered += len(framed)
+        metrics.buffered_bytes += len(framed)
+        if (
+            len(channel.buffer) >= self.max_buffer_frames
+            or channel.buffered >= self.max_buffer_bytes
+        ):
+            self._update_reading(channel)
+
+    def _update_reading(self, channel: _Channel) -> None:
+        """Pause or resume reading the producer's socket (backpressure)."""
+        producer = channel.producer
+        if producer is None or producer.transport is None or producer.closed:
+            return
+        full = channel.consumer is None and (
+            len(channel.buffer) >= self.max_buffer_frames
+            or channel.buffered >= self.max_buffer_bytes
+        )
+        pause = full or channel.consumer_slow
+        if pause and not channel.reading_paused:
+            producer.transport.pause_reading()
+            channel.reading_paused = True
+        elif not pause and channel.reading_paused:
+            producer.transport.resume_reading()
+            channel.reading_paused = False
+
+    def _on_leave(self, conn: _Conn, close: Any) -> None:
+        """A peer sent a close frame or its connection was lost."""
+        channel = conn.channel
+        if channel is None:
+            return
+        conn.channel = None
+        if conn.role == "producer" and channel.producer is conn:
+            channel.producer = None
+            channel.producer_done = True
+            if close is not None and close.code == CLOSE_NORMAL:
+                channel.end_code, channel.end_reason = CLOSE_NORMAL, ""
+            else:
+                channel.end_code = CLOSE_PRODUCER_LOST
+                channel.end_reason = "producer connection lost"
+            consumer = channel.consumer
+            if consumer is not None:
+                consumer.close(channel.end_code, channel.end_reason)
+            elif channel.consumer_joined:
+                self._drop(channel)
+        elif conn.role == "consumer" and channel.consumer is conn:
+            channel.consumer = None
+            producer = channel.producer
+            if producer is not None:
+                producer.channel = None
+                producer.close(CLOSE_PEER_LEFT, "consumer disconnected")
+            self._drop(channel)
+
+    def _drop(self, channel: _Channel) -> None:
+        if self._channels.get(channel.id) is channel:
+            del self._channels[channel.id]
+        if channel.buffer:
+            self.metrics.buffered_bytes -= channel.buffered
+            channel.buffer.clear()
+            channel.buffered = 0
+
+    # reaping
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            self.reap()
+
+    def reap(self) -> int:
+        """Close one-sided channels older than ``pair_timeout`` and paired channels idle
+        longer than ``idle_timeout``; called periodically by the server.
+
+        Returns:
+            The number of channels reaped.
+        """
+        now = time.monotonic()
+        reaped = 0
+        for channel in list(self._channels.values()):
+            paired = channel.producer_joined and channel.consumer_joined
+            if not paired and now - channel.created > self.pair_timeout:
+                why, message = "one-sided", "the other peer did not join in time"
+            elif paired and now - channel.last > self.idle_timeout:
+                why, message = "idle", "channel idle for too long"
+            else:
+                continue
+            reaped += 1
+            self.metrics.reaped[why] += 1
+            for conn in (channel.producer, channel.consumer):
+                if conn is not None:
+                    conn.channel = None
+                    conn.close(CLOSE_TIMED_OUT, message)
+            channel.producer = channel.consumer = None
+            self._drop(channel)
+        return reaped
+
+
+class RelayThread:
+    """A :class:`RelayServer` running on its own event loop in a background thread.
+
+    Made by :func:`run_in_thread`; use it as a context manager or call :meth:`stop`.
+
+    Attributes:
+        server: The running server (read it only from the relay's thread, or for
+            counters such as ``server.metrics``).
+    """
+
+    def __init__(self, server: RelayServer) -> None:
+        """Wrap a not-yet-started server; :func:`run_in_thread` starts it."""
+        self.server = server
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="relay-server", daemon=True)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"RelayThread(url={self.url!r})"
+
+    @property
+    def url(self) -> str:
+        """Base URL of the relay, ``ws://host:port``."""
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        """TCP port of the relay."""
+        return self.server.port
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self.server.start())
+        except BaseException as exc:  # reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            self._loop.close()
+            return
+        self._ready.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.run_until_complete(self._loop.shutdown_asyncgens())
+            self._loop.close()
+
+    def start(self, timeout: float = 10.0) -> RelayThread:
+        """Start the thread and wait until the server listens.
+
+        Args:
+            timeout: Seconds to wait for the server to start.
+
+        Returns:
+            ``self``.
+        """
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError("the relay server did not start in time")
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+        return self
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(*args)`` on the relay's loop and return its result (thread-safe).
+
+        Args:
+            fn: A plain function, for example ``server.reap``.
+            *args: Its arguments.
+
+        Returns:
+            What ``fn`` returned.
+        """
+        async def _call() -> Any:
+            return fn(*args)
+
+        return asyncio.run_coroutine_threadsafe(_call(), self._loop).result(10)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Close the server gracefully and join the thread (idempotent).
+
+        Args:
+            timeout: Seconds to wait for the graceful close.
+        """
+        if not self._thread.is_alive():
+            return
+        future = asyncio.run_coroutine_threadsafe(self.server.close(), self._loop)
+        try:
+            future.result(timeout)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout)
+
+    def __enter__(self) -> RelayThread:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def run_in_thread(**kwargs: Any) -> RelayThread:
+    """Start a :class:`RelayServer` in a background thread (for sync programs and tests).
+
+    Args:
+        **kwargs: Arguments of :class:`RelayServer` (``secret``, ``host``, ``port``,
+            timeouts, limits).
+
+    Returns:
+        A started :class:`RelayThread` with ``.url``, ``.port`` and ``.stop()``; it is
+        also a context manager.
+
+    Example:
+        >>> with run_in_thread(secret="s3cret") as relay:
+        ...     relay.url.startswith("ws://127.0.0.1:")
+        True
+    """
+    return RelayThread(RelayServer(**kwargs)).start()
