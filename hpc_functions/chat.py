@@ -1,0 +1,291 @@
+"""Chat functions that run on the HPC node, next to the model server.
+
+Globus Compute's rule applies: each function is self-contained. It imports what it needs
+inside its body, defines its helpers inside its body, and takes and returns plain data
+(dicts of str, int, float, bytes, lists). That makes it serializable both by reference (the
+SDK's default ``DillCode``: the endpoint must have this package installed) and by source
+(``PureSourceDill``, what :mod:`stream_langchain.hpc` ships: the endpoint needs only
+``relay`` and ``httpx``). Annotations use builtins only, because source serialization
+re-executes the ``def`` without this module's ``from __future__ import annotations``.
+
+``request`` is an OpenAI chat-completions body plus ``backend_url`` (the OpenAI-compatible
+base URL of vLLM or llama.cpp on the node, for example ``http://127.0.0.1:8000/v1``) and
+optionally ``backend_api_key`` and ``backend_timeout`` (seconds, connect and between bytes).
+
+Payloads pushed through the relay (all dicts with a ``type``):
+
+- ``{"type": "start", "node_time": float}``: the task started and reached the relay.
+- ``{"type": "delta", "content": str, "tool_calls": [...], "finish_reason": str,
+  "model": str, "role": str}``: one streamed chunk; only the keys present upstream.
+- ``{"type": "usage", "usage": {...}, "backend_ttft_s": float}``: token usage, just before
+  the end frame (whose usage field carries the same dict).
+
+Errors reach the consumer as an authentic error frame and are also in the returned summary.
+"""
+
+from __future__ import annotations
+
+__all__ = ["batch_chat", "stream_chat"]
+
+
+def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-contained unit
+    """Stream a chat completion from the node's backend to the relay, sealed frame by frame.
+
+    Args:
+        request: OpenAI chat-completions body plus ``backend_url`` (and optionally
+            ``backend_api_key``, ``backend_timeout``). ``stream`` is forced on.
+        relay: ``url``, ``channel``, ``token`` (producer capability token), ``key`` (the
+            per-request AES-256 key), optionally ``open_timeout`` (seconds) and
+            ``batch_on_relay_error`` (bool: if the relay cannot be reached, run the request
+            in batch mode and return the completion in the summary instead).
+
+    Returns:
+        A summary: ``ok``, ``mode`` (``"stream"`` or ``"batch"``), ``error`` (message or
+        ``None``), ``error_kind`` (``"backend"``, ``"relay"``, ``"request"`` or ``None``),
+        ``cancelled`` (the consumer left early), ``frames`` (payloads sent),
+        ``completion_tokens``, ``prompt_tokens``, ``backend_ttft_s``, ``duration_s`` and,
+        in batch mode, ``completion`` (the full OpenAI response).
+    """
+    import json
+    import time
+
+    import httpx
+
+    import relay as relay_lib
+
+    started = time.monotonic()
+    summary: dict = {
+        "ok": False,
+        "mode": "stream",
+        "error": None,
+        "error_kind": None,
+        "cancelled": False,
+        "frames": 0,
+        "completion_tokens": 0,
+        "prompt_tokens": 0,
+        "backend_ttft_s": None,
+        "duration_s": 0.0,
+    }
+
+    def finish(**updates: object) -> dict:
+        summary.update(updates)
+        summary["duration_s"] = time.monotonic() - started
+        return summary
+
+    # -- validate the request (plain data: report, never crash the worker) ------------------
+    body = {k: v for k, v in request.items() if not k.startswith("backend_")}
+    backend_url = request.get("backend_url")
+    missing = [k for k in ("url", "channel", "token", "key") if not relay.get(k)]
+    if not isinstance(backend_url, str) or not backend_url.startswith(("http://", "https://")):
+        problem = "request['backend_url'] must be an http(s) URL of an OpenAI-compatible API"
+        missing = []
+    elif not isinstance(body.get("messages"), list) or not body["messages"]:
+        problem = "request['messages'] must be a non-empty list of chat messages"
+    elif missing:
+        problem = "relay is missing " + ", ".join(missing)
+    else:
+        problem = ""
+    endpoint = str(backend_url).rstrip("/") + "/chat/completions"
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    headers = {"Accept": "text/event-stream"}
+    if request.get("backend_api_key"):
+        headers["Authorization"] = f"Bearer {request['backend_api_key']}"
+    timeout = float(request.get("backend_timeout") or 60.0)
+    http_timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+
+    def batch_fallback(reason: str) -> dict:
+        batch_body = dict(body)
+        batch_body.pop("stream_options", None)
+        batch_body["stream"] = False
+        try:
+            with httpx.Client(timeout=http_timeout, headers=headers) as client:
+                resp = client.post(endpoint, json=batch_body)
+            if resp.status_code != 200:
+                return finish(
+                    error=f"relay unreachable ({reason}) and backend returned HTTP "
+                    f"{resp.status_code}: {resp.text[:300]}",
+                    error_kind="backend",
+                    mode="batch",
+                )
+            completion = resp.json()
+        except httpx.HTTPError as exc:
+            return finish(
+                error=f"relay unreachable ({reason}) and backend failed: {exc!r}",
+                error_kind="backend",
+                mode="batch",
+            )
+        usage = completion.get("usage") or {}
+        return finish(
+            ok=True,
+            mode="batch",
+            completion=completion,
+            relay_error=reason,
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        )
+
+    # -- open the producer side of the channel ----------------------------------------------
+    try:
+        producer = relay_lib.Producer(
+            str(relay.get("url") or ""),
+            str(relay.get("channel") or ""),
+            str(relay.get("token") or ""),
+            relay.get("key") or b"",
+            open_timeout=float(relay.get("open_timeout") or 10.0),
+        )
+        producer.__enter__()
+    except (relay_lib.RelayError, OSError, ValueError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        if problem:
+            return finish(error=problem, error_kind="request")
+        if relay.get("batch_on_relay_error"):
+            return batch_fallback(reason)
+        return finish(error=f"relay unreachable: {reason}", error_kind="relay")
+
+    def fail(message: str, kind: str) -> dict:
+        try:
+            producer.error(message)
+        except relay_lib.RelayError:
+            pass
+        return finish(error=message, error_kind=kind)
+
+    try:
+        if problem:
+            return fail(problem, "request")
+        producer.send({"type": "start", "node_time": time.time()})
+        usage: dict = {}
+        saw_done = False
+        finish_reason = None
+        with (
+            httpx.Client(timeout=http_timeout, headers=headers) as client,
+            client.stream("POST", endpoint, json=body) as resp,
+        ):
+            if resp.status_code != 200:
+                resp.read()
+                return fail(
+                    f"backend returned HTTP {resp.status_code}: {resp.text[:300]}", "backend"
+                )
+            for line in resp.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    saw_done = True
+                    break
+                try:
+                    chunk = json.loads(data)
+                except ValueError:
+                    return fail(f"backend sent a malformed stream event: {data[:120]!r}", "backend")
+                if chunk.get("error"):
+                    return fail(f"backend error: {chunk['error']}", "backend")
+                if chunk.get("usage"):
+                    usage = dict(chunk["usage"])
+                for choice in chunk.get("choices") or []:
+                    if choice.get("index", 0) != 0:
+                        continue
+                    delta = choice.get("delta") or {}
+                    payload: dict = {"type": "delta"}
+                    if delta.get("content"):
+                        payload["content"] = delta["content"]
+                    if delta.get("tool_calls"):
+                        payload["tool_calls"] = delta["tool_calls"]
+                    if delta.get("role"):
+                        payload["role"] = delta["role"]
+                    if choice.get("finish_reason"):
+                        payload["finish_reason"] = finish_reason = choice["finish_reason"]
+                    if len(payload) == 1:
+                        continue
+                    if "content" in payload or "tool_calls" in payload:
+                        summary["completion_tokens"] += 1
+                        if summary["backend_ttft_s"] is None:
+                            summary["backend_ttft_s"] = time.monotonic() - started
+                    if summary["frames"] == 0 and chunk.get("model"):
+                        payload["model"] = chunk["model"]
+                    producer.send(payload)
+                    summary["frames"] += 1
+        if not saw_done and finish_reason is None:
+            return fail("backend stream ended before completion (no [DONE])", "backend")
+        if usage:
+            summary["completion_tokens"] = (
+                int(usage.get("completion_tokens") or 0) or summary["completion_tokens"]
+            )
+            summary["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
+        else:
+            usage = {"completion_tokens": summary["completion_tokens"]}
+        producer.send(
+            {"type": "usage", "usage": usage, "backend_ttft_s": summary["backend_ttft_s"]}
+        )
+        producer.close(usage=usage)
+        return finish(ok=True)
+    except relay_lib.ChannelClosed:
+        # The consumer went away: stop generating (leaving the httpx block closed the stream).
+        return finish(cancelled=True, error="consumer closed the channel", error_kind="relay")
+    except relay_lib.RelayError as exc:
+        return finish(
+            error=f"relay failed mid-stream: {type(exc).__name__}: {exc}", error_kind="relay"
+        )
+    except httpx.HTTPError as exc:
+        return fail(f"backend failed: {type(exc).__name__}: {exc}", "backend")
+    finally:
+        try:
+            producer.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001,S110 - closing a dead connection must not mask the result
+            pass
+
+
+def batch_chat(request: dict) -> dict:
+    """Run one chat completion on the node's backend and return it whole (batch mode).
+
+    This is the paper's batch baseline and the fallback when the relay is unreachable: the
+    answer comes back only through the control plane, after the last token.
+
+    Args:
+        request: OpenAI chat-completions body plus ``backend_url`` (and optionally
+            ``backend_api_key``, ``backend_timeout``). ``stream`` is forced off.
+
+    Returns:
+        ``{"ok": True, "mode": "batch", "completion": <OpenAI response dict>,
+        "completion_tokens": int, "prompt_tokens": int, "duration_s": float}``.
+
+    Raises:
+        ValueError: If the request is malformed.
+        RuntimeError: If the backend cannot be reached or answers with an error status.
+    """
+    import time
+
+    import httpx
+
+    started = time.monotonic()
+    backend_url = request.get("backend_url")
+    if not isinstance(backend_url, str) or not backend_url.startswith(("http://", "https://")):
+        raise ValueError(
+            "request['backend_url'] must be an http(s) URL of an OpenAI-compatible API"
+        )
+    body = {k: v for k, v in request.items() if not k.startswith("backend_")}
+    if not isinstance(body.get("messages"), list) or not body["messages"]:
+        raise ValueError("request['messages'] must be a non-empty list of chat messages")
+    endpoint = backend_url.rstrip("/") + "/chat/completions"
+    body["stream"] = False
+    body.pop("stream_options", None)
+    headers = {}
+    if request.get("backend_api_key"):
+        headers["Authorization"] = f"Bearer {request['backend_api_key']}"
+    timeout = float(request.get("backend_timeout") or 600.0)
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))) as client:
+            resp = client.post(endpoint, json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise RuntimeError(f"backend failed: {type(exc).__name__}: {exc}") from None
+    if resp.status_code != 200:
+        raise RuntimeError(f"backend returned HTTP {resp.status_code}: {resp.text[:300]}")
+    completion = resp.json()
+    usage = completion.get("usage") or {}
+    return {
+        "ok": True,
+        "mode": "batch",
+        "completion": completion,
+        "completion_tokens": int(usage.get("completion_tokens") or 0),
+        "prompt_tokens": int(usage.get("prompt_tokens") or 0),
+        "duration_s": time.monotonic() - started,
+    }
