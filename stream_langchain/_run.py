@@ -48,11 +48,33 @@ class AllTiersFailed(RuntimeError):
         super().__init__(msg)
 
 
-def describe(exc: BaseException) -> str:
-    """``Type: message`` for an exception, one line, bounded."""
+def _one(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     name = type(exc).__name__
     return f"{name}: {text[:300]}" if text else name
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` for an exception, one line, bounded, with its root cause.
+
+    Example:
+        >>> try:
+        ...     try:
+        ...         raise ConnectionRefusedError(111, "Connection refused")
+        ...     except OSError as e:
+        ...         raise RuntimeError("Connection error.") from e
+        ... except RuntimeError as e:
+        ...     print(describe(e))
+        RuntimeError: Connection error. (cause: ConnectionRefusedError: [Errno 111] Connection refused)
+    """
+    root = exc
+    seen = {id(exc)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        root = nxt
+    if root is exc:
+        return _one(exc)
+    return f"{_one(exc)} (cause: {_one(root)})"
 
 
 def model_name(model: BaseChatModel) -> str:

@@ -20,7 +20,7 @@ from stream_langchain._messages import check_messages, latest_user_text
 from stream_langchain._run import AllTiersFailed, RequestRun, model_name
 from stream_langchain.judge import CachedJudge, Complexity, Judge, Judgement
 from stream_langchain.routing import TIERS, CircuitBreaker, CloudBudget, plan_route, validate_tier
-from stream_langchain.summarize import ContextFitter, count_tokens
+from stream_langchain.summarize import ContextFitter, count_text_tokens, count_tokens
 
 __all__ = ["AllTiersFailed", "ChatStream"]
 
@@ -42,6 +42,30 @@ def default_judge() -> Judge:
         return CachedJudge(FallbackJudge(EmbeddedJudge(), KeywordJudge()))
     except Exception:  # a missing or unreadable artifact must not stop routing
         return CachedJudge(KeywordJudge())
+
+
+# Standard parameter -> the field names tier models use for it, in order of preference.
+_PARAM_FIELDS: dict[str, tuple[str, ...]] = {
+    "temperature": ("temperature",),
+    "max_tokens": ("max_tokens", "num_predict", "max_output_tokens"),
+    "timeout": ("request_timeout", "timeout"),
+    "max_retries": ("max_retries",),
+}
+
+
+def _with_params(model: BaseChatModel, params: dict[str, Any]) -> BaseChatModel:
+    """A copy of ``model`` with the standard parameters it has a field for (the caller's
+    object is left alone); ``model`` itself when none applies."""
+    fields = type(model).model_fields
+    update: dict[str, Any] = {}
+    for name, value in params.items():
+        if value is None:
+            continue
+        for field_name in _PARAM_FIELDS[name]:
+            if field_name in fields:
+                update[field_name] = value
+                break
+    return model.model_copy(update=update) if update else model
 
 
 class ChatStream(BaseChatModel):
@@ -102,7 +126,7 @@ class ChatStream(BaseChatModel):
                 ...
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     local: BaseChatModel | None = None
     """The local tier (free, private, small)."""
@@ -133,7 +157,22 @@ class ChatStream(BaseChatModel):
     cooldown_s: float = Field(30.0, gt=0)
     """How long an open circuit keeps a tier out of routing."""
 
+    # Standard parameters, applied to every tier model that has the matching field.
+    temperature: float | None = None
+    """Sampling temperature for every tier (``None``: each tier's own)."""
+    max_tokens: int | None = None
+    """Answer length limit for every tier (``None``: each tier's own)."""
+    timeout: float | None = None
+    """Request timeout, seconds, for tiers that have one (``None``: each tier's own)."""
+    max_retries: int | None = None
+    """Retries for tiers that retry (``None``: each tier's own)."""
+    stop: list[str] | None = None
+    """Default stop sequences."""
+    streaming: bool = True
+    """Accepted for compatibility: ChatStream always streams from its tiers."""
+
     _judge: Judge = PrivateAttr()
+    _tier_models: dict[str, BaseChatModel] = PrivateAttr(default_factory=dict)
     _breaker: CircuitBreaker = PrivateAttr()
     _budget: CloudBudget = PrivateAttr()
     _closers: list[Callable[[], None]] = PrivateAttr(default_factory=list)
@@ -150,6 +189,9 @@ class ChatStream(BaseChatModel):
             cooldown=self.cooldown_s,
         )
         self._budget = CloudBudget(self.cloud_budget_usd, self.prices)
+        params = {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                  "timeout": self.timeout, "max_retries": self.max_retries}
+        self._tier_models = {t: _with_params(m, params) for t, m in self.tiers.items()}
         return self
 
     # ------------------------------------------------------------------ construction
@@ -226,7 +268,9 @@ class ChatStream(BaseChatModel):
         params["ls_provider"] = "stream"
         tier = kwargs.get("tier")
         tiers = self.tiers
-        if isinstance(tier, str) and tier in tiers:
+        if isinstance(kwargs.get("model"), str):
+            params["ls_model_name"] = kwargs["model"]
+        elif isinstance(tier, str) and tier in tiers:
             params["ls_model_name"] = f"{tier}:{model_name(tiers[tier])}"
         else:
             params["ls_model_name"] = "|".join(f"{t}:{model_name(m)}" for t, m in tiers.items())
@@ -340,12 +384,18 @@ class ChatStream(BaseChatModel):
 
     def _tier_model(self, tier: str, kwargs: dict[str, Any]) -> tuple[Runnable[Any, Any],
                                                                         dict[str, Any]]:
-        model: Runnable[Any, Any] = self.tiers[tier]
+        base = self._tier_models[tier]
+        model: Runnable[Any, Any] = base
         tools = kwargs.get("tools")
         if tools:
             choice = kwargs.get("tool_choice")
             extra = {"tool_choice": choice} if choice is not None else {}
-            model = self.tiers[tier].bind_tools(tools, **extra)
+            try:
+                model = base.bind_tools(tools, **extra)
+            except NotImplementedError as exc:
+                raise NotImplementedError(
+                    f"{type(base).__name__} ({model_name(base)}) does not support tool calling"
+                ) from exc
         forward = {k: v for k, v in kwargs.items() if k not in _ROUTER_KWARGS}
         return model, forward
 
@@ -355,12 +405,19 @@ class ChatStream(BaseChatModel):
     def _succeeded(self, run: RequestRun, tier: str) -> ChatGenerationChunk:
         self._breaker.record_success(tier)
         record = run.record(tier)
-        record["usage"] = dict(run.usage)
+        usage = dict(run.usage)
+        if not usage["output_tokens"] and run.partial:
+            # The tier reported no usage (llama.cpp's server does not when streaming):
+            # count it ourselves so budgets never see a free answer.
+            usage = {"input_tokens": run.context_tokens,
+                     "output_tokens": count_text_tokens("".join(run.partial))}
+            record["usage_estimated"] = True
+        record["usage"] = usage
         if tier == "cloud":
             cost = self._budget.charge(
                 model_name(self.tiers[tier]),
-                input_tokens=run.usage["input_tokens"] or run.context_tokens,
-                output_tokens=run.usage["output_tokens"],
+                input_tokens=usage["input_tokens"],
+                output_tokens=usage["output_tokens"],
             )
             record["cloud_cost_usd"] = cost
         if math.isfinite(self._budget.limit_usd):
@@ -377,11 +434,16 @@ class ChatStream(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         started = time.perf_counter()
+        stop = stop or self.stop
         text, tokens = self._begin(messages, kwargs)
         judgement = self._judge.judge(text)
         run = self._route(messages, judgement, tokens, kwargs, started)
         for tier in run.plan.order:
-            model, forward = self._tier_model(tier, kwargs)
+            try:
+                model, forward = self._tier_model(tier, kwargs)
+            except NotImplementedError as exc:  # a capability gap, not ill health
+                run.on_error(tier, exc)
+                continue
             msgs = run.messages_for(tier)
             if self.summarizer is not None:
                 msgs, run.summarized = self.summarizer.fit(
@@ -408,11 +470,16 @@ class ChatStream(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         started = time.perf_counter()
+        stop = stop or self.stop
         text, tokens = self._begin(messages, kwargs)
         judgement = await self._judge.ajudge(text)
         run = self._route(messages, judgement, tokens, kwargs, started)
         for tier in run.plan.order:
-            model, forward = self._tier_model(tier, kwargs)
+            try:
+                model, forward = self._tier_model(tier, kwargs)
+            except NotImplementedError as exc:  # a capability gap, not ill health
+                run.on_error(tier, exc)
+                continue
             msgs = run.messages_for(tier)
             if self.summarizer is not None:
                 msgs, run.summarized = await self.summarizer.afit(

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.messages import BaseMessage
 
-__all__ = ["ContextFitter", "count_tokens", "message_text"]
+__all__ = ["ContextFitter", "count_text_tokens", "count_tokens", "message_text"]
 
 # Per-message framing overhead in the OpenAI chat format (role markers, separators).
 _PER_MESSAGE = 4
@@ -51,11 +51,14 @@ def message_text(message: BaseMessage) -> str:
     return "".join(parts)
 
 
+def count_text_tokens(text: str) -> int:
+    """Tokens of ``text`` in cl100k_base."""
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
 def count_tokens(messages: Sequence[BaseMessage]) -> int:
     """Tokens of ``messages`` in cl100k_base, with the chat format's per-message overhead."""
-    enc = _encoding()
-    return sum(len(enc.encode(message_text(m), disallowed_special=())) + _PER_MESSAGE
-               for m in messages)
+    return sum(count_text_tokens(message_text(m)) + _PER_MESSAGE for m in messages)
 
 
 @runtime_checkable
