@@ -1,0 +1,106 @@
+"""Settings: TOML + environment, validated with errors that name the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from langchain_ollama import ChatOllama
+from langchain_openai import ChatOpenAI
+
+from stream_langchain import ChatStream, Settings, SettingsError
+from stream_langchain.judge import KeywordJudge
+
+GOOD = """
+[stream]
+allow_cloud = false
+judge = "keyword"
+
+[local]
+model = "llama3.2:3b"
+base_url = "http://127.0.0.1:11434"
+
+[cloud]
+base_url = "http://127.0.0.1:9/v1"
+model = "gpt-4o-mini"
+api_key_env = "MY_CLOUD_KEY"
+
+[budget]
+cloud_usd = 2.5
+[budget.prices."gpt-4o-mini"]
+input = 0.15
+output = 0.6
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "stream.toml"
+    p.write_text(text)
+    return p
+
+
+def test_file_builds_ollama_and_openai_tiers(tmp_path: Path) -> None:
+    """A settings file builds ChatOllama (local) and ChatOpenAI (cloud) with its options."""
+    env = {"MY_CLOUD_KEY": "sk-live-abcdef123456"}
+    llm = ChatStream.from_settings(write(tmp_path, GOOD), env=env)
+    assert isinstance(llm.local, ChatOllama) and llm.local.model == "llama3.2:3b"
+    assert isinstance(llm.cloud, ChatOpenAI) and llm.cloud.model_name == "gpt-4o-mini"
+    assert llm.allow_cloud is False and llm.cloud_budget_usd == 2.5
+    assert llm.prices == {"gpt-4o-mini": {"input": 0.15, "output": 0.6}}
+    assert llm.active_judge.name == "keyword"
+    assert "sk-live-abcdef123456" not in repr(llm) and "sk-live" not in str(llm.cloud)
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    env = {"MY_CLOUD_KEY": "k", "STREAM_ALLOW_CLOUD": "true", "STREAM_LOCAL_MODEL": "qwen3:4b"}
+    s = Settings.load(write(tmp_path, GOOD), env=env)
+    assert s.stream.allow_cloud is True and s.local.model == "qwen3:4b"
+
+
+def test_unset_key_variable_is_named_not_leaked(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="MY_CLOUD_KEY.*unset or empty"):
+        ChatStream.from_settings(write(tmp_path, GOOD), env={})
+
+
+def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
+    p = write(tmp_path, "[local\nmodel = ")
+    with pytest.raises(SettingsError, match=f"{p}.*not valid TOML"):
+        Settings.load(p)
+
+
+def test_unknown_key_and_bad_type_are_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="unknown key 'local.modle'"):
+        Settings.load({"local": {"modle": "x"}})
+    with pytest.raises(SettingsError, match="routing.failure_threshold"):
+        Settings.load({"routing": {"failure_threshold": 0}})
+    with pytest.raises(SettingsError, match="stream.judge"):
+        Settings.load({"stream": {"judge": "oracle"}})
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="cannot read settings file .*nope.toml"):
+        Settings.load(tmp_path / "nope.toml")
+
+
+def test_dict_source_and_overrides() -> None:
+    """from_settings takes a dict; constructor overrides win over built tiers."""
+    judge = KeywordJudge()
+    llm = ChatStream.from_settings({"local": {"model": "llama3.2:1b"}}, env={}, judge=judge)
+    assert llm.active_judge is judge and llm.cloud is None and llm.hpc is None
+    assert llm.context_windows["local"] == 8192
+
+
+def test_hpc_settings_need_relay_and_secret() -> None:
+    with pytest.raises(SettingsError, match="relay_url"):
+        ChatStream.from_settings({"hpc": {"endpoint_id": "abc"}}, env={})
+    with pytest.raises(SettingsError, match="STREAM_RELAY_SECRET.*unset"):
+        ChatStream.from_settings({"hpc": {"endpoint_id": "abc", "relay_url": "wss://r"}},
+                                 env={})
+
+
+def test_chatstream_rejects_unknown_arguments() -> None:
+    """A typo in a privacy-relevant argument is an error, not silently ignored."""
+    with pytest.raises(ValueError, match="allow_clod"):
+        ChatStream(local=ChatOllama(model="x"), allow_clod=False)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="at least one tier"):
+        ChatStream()
