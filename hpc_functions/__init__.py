@@ -12,6 +12,6 @@ Example:
 
 from __future__ import annotations
 
-from hpc_functions.chat import batch_chat, stream_chat
+from hpc_functions.chat import batch_chat, ping, stream_chat
 
-__all__ = ["batch_chat", "stream_chat"]
+__all__ = ["batch_chat", "ping", "stream_chat"]

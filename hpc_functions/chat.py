@@ -25,7 +25,7 @@ Errors reach the consumer as an authentic error frame and are also in the return
 
 from __future__ import annotations
 
-__all__ = ["batch_chat", "stream_chat"]
+__all__ = ["batch_chat", "ping", "stream_chat"]
 
 
 def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-contained unit
@@ -289,3 +289,21 @@ def batch_chat(request: dict) -> dict:
         "prompt_tokens": int(usage.get("prompt_tokens") or 0),
         "duration_s": time.monotonic() - started,
     }
+
+
+def ping() -> dict:
+    """Check that this worker can run the chat functions (a cheap health and warm-up task).
+
+    Returns:
+        ``{"ok": bool, "python": str, "missing": [module names that failed to import]}``.
+    """
+    import importlib
+    import platform
+
+    missing = []
+    for name in ("httpx", "relay"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return {"ok": not missing, "python": platform.python_version(), "missing": missing}

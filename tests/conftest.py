@@ -32,6 +32,21 @@ def llama_server() -> Iterator[LlamaServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def hpc_relay() -> Iterator[tuple[str, str]]:
+    """One loopback relay for the session's HPC tests: yields ``(url, secret)``."""
+    import secrets
+
+    import relay
+
+    secret = secrets.token_urlsafe(32)
+    handle = relay.run_in_thread(secret=secret, host="127.0.0.1", port=0)
+    try:
+        yield handle.url, secret
+    finally:
+        handle.stop()
+
+
 # ---------------------------------------------------------------------------------------------
 # end of HPC tier fixtures
 # ---------------------------------------------------------------------------------------------
