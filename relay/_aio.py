@@ -42,7 +42,7 @@ class WSClient(asyncio.Protocol):
         self.proto.debug = False  # never log handshake headers (they carry tokens)
         self.close_timeout = close_timeout
         self.transport: asyncio.Transport | None = None
-        self.messages: deque[bytes] = deque()
+        self.messages: deque[bytes | bytearray | memoryview] = deque()
         self.max_queue = max_queue
         self.lost = False
         self.close_code: int | None = None
@@ -75,7 +75,7 @@ class WSClient(asyncio.Protocol):
                 elif opcode is _CLOSE and proto.close_rcvd is not None:
                     self.close_code = proto.close_rcvd.code
                     self.close_reason = proto.close_rcvd.reason
-            elif not self._handshake.done():
+            elif isinstance(event, Response) and not self._handshake.done():
                 self._handshake.set_result(event)
         self._flush()
         waiter = self._waiter
@@ -164,7 +164,7 @@ class WSClient(asyncio.Protocol):
             if self.lost:
                 raise self.closed_error("cannot send")
 
-    async def recv(self, timeout: float) -> bytes | None:
+    async def recv(self, timeout: float) -> bytes | bytearray | memoryview | None:
         """Next message, or ``None`` once the connection has ended.
 
         Raises:

@@ -89,7 +89,7 @@ class ConsumerCore:
         event = self.verifier.feed(data)
         if event is None:
             return HOLD
-        if type(event) is Data:
+        if isinstance(event, Data):
             return event.payload
         self.usage, self.frames, self.done = event.usage, event.frames, True
         return END

@@ -28,7 +28,7 @@ from relay.server import RelayServer
 __all__ = ["SECRET_ENV", "add_arguments", "main", "run"]
 
 #: Environment variable holding the relay secret.
-SECRET_ENV = "STREAM_RELAY_SECRET"
+SECRET_ENV = "STREAM_RELAY_SECRET"  # noqa: S105 - a variable name, not a secret
 logger = logging.getLogger("relay.cli")
 
 
@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--secret-file", type=Path, help=f"file holding the relay secret (else ${SECRET_ENV})"
     )
     parser.add_argument(
-        "--insecure-dev", action="store_true",
+        "--insecure-dev",
+        action="store_true",
         help="run without a secret: no authorization at all (local development only)",
     )
     parser.add_argument("--max-channels", type=int, default=10_000, help="channels at once")
@@ -52,7 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-frame-bytes", type=int, default=1 << 20, help="largest frame accepted"
     )
     parser.add_argument(
-        "--pair-timeout", type=float, default=120.0,
+        "--pair-timeout",
+        type=float,
+        default=120.0,
         help="seconds a channel may wait for its second peer",
     )
     parser.add_argument(
@@ -99,10 +102,6 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         The process exit status.
     """
-    logging.basicConfig(
-        level=getattr(logging, args.log_level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     secret = _read_secret(args)
     if secret is None and not args.insecure_dev:
         print(
@@ -111,6 +110,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     if secret is None:
         logger.warning("running with --insecure-dev: every connection is authorized")
     try:

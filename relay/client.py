@@ -37,7 +37,15 @@ from websockets.sync.client import ClientConnection
 from websockets.sync.client import connect as sync_connect
 
 from relay._aio import WSClient, ws_connect
-from relay._common import END, HOLD, ConsumerCore, endpoint, handshake_error, normalize_key, wire_logger
+from relay._common import (
+    END,
+    HOLD,
+    ConsumerCore,
+    endpoint,
+    handshake_error,
+    normalize_key,
+    wire_logger,
+)
 from relay.errors import (
     ChannelClosed,
     ConnectTimeout,
@@ -167,8 +175,13 @@ class Producer(_ProducerBase):
     ) -> None:
         """Configure the producer (it connects on ``__enter__`` or :meth:`connect`)."""
         super().__init__(
-            url, channel, token, key, open_timeout=open_timeout,
-            close_timeout=close_timeout, max_frame_bytes=max_frame_bytes,
+            url,
+            channel,
+            token,
+            key,
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            max_frame_bytes=max_frame_bytes,
         )
         self._ws: ClientConnection | None = None
 
@@ -186,8 +199,11 @@ class Producer(_ProducerBase):
         """
         if self._ws is None:
             self._ws = _sync_open(
-                self.url, self._token, open_timeout=self.open_timeout,
-                close_timeout=self.close_timeout, max_size=self.max_frame_bytes,
+                self.url,
+                self._token,
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                max_size=self.max_frame_bytes,
             )
         return self
 
@@ -288,8 +304,13 @@ class AsyncProducer(_ProducerBase):
     ) -> None:
         """Configure the producer (it connects on ``__aenter__`` or :meth:`connect`)."""
         super().__init__(
-            url, channel, token, key, open_timeout=open_timeout,
-            close_timeout=close_timeout, max_frame_bytes=max_frame_bytes,
+            url,
+            channel,
+            token,
+            key,
+            open_timeout=open_timeout,
+            close_timeout=close_timeout,
+            max_frame_bytes=max_frame_bytes,
         )
         self._conn: WSClient | None = None
 
@@ -301,8 +322,11 @@ class AsyncProducer(_ProducerBase):
         """
         if self._conn is None:
             self._conn = await ws_connect(
-                self.url, self._token, open_timeout=self.open_timeout,
-                close_timeout=self.close_timeout, max_size=self.max_frame_bytes,
+                self.url,
+                self._token,
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                max_size=self.max_frame_bytes,
             )
         return self
 
@@ -365,8 +389,10 @@ class _ConsumerBase:
         max_frame_bytes: int,
     ) -> None:
         for name, value in (
-            ("open_timeout", open_timeout), ("first_frame_timeout", first_frame_timeout),
-            ("idle_timeout", idle_timeout), ("close_timeout", close_timeout),
+            ("open_timeout", open_timeout),
+            ("first_frame_timeout", first_frame_timeout),
+            ("idle_timeout", idle_timeout),
+            ("close_timeout", close_timeout),
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
@@ -442,9 +468,15 @@ class Consumer(_ConsumerBase):
     ) -> None:
         """Configure the consumer (it connects on ``__aenter__`` or first iteration)."""
         super().__init__(
-            url, channel, token, key, open_timeout=open_timeout,
-            first_frame_timeout=first_frame_timeout, idle_timeout=idle_timeout,
-            close_timeout=close_timeout, max_frame_bytes=max_frame_bytes,
+            url,
+            channel,
+            token,
+            key,
+            open_timeout=open_timeout,
+            first_frame_timeout=first_frame_timeout,
+            idle_timeout=idle_timeout,
+            close_timeout=close_timeout,
+            max_frame_bytes=max_frame_bytes,
         )
         self.max_queue = max_queue
         self._conn: WSClient | None = None
@@ -463,8 +495,11 @@ class Consumer(_ConsumerBase):
         """
         if self._conn is None:
             self._conn = await ws_connect(
-                self.url, self._token, open_timeout=self.open_timeout,
-                close_timeout=self.close_timeout, max_size=self.max_frame_bytes,
+                self.url,
+                self._token,
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                max_size=self.max_frame_bytes,
                 max_queue=self.max_queue,
             )
         return self
@@ -548,9 +583,15 @@ class SyncConsumer(_ConsumerBase):
     ) -> None:
         """Configure the consumer (it connects on ``__enter__`` or first iteration)."""
         super().__init__(
-            url, channel, token, key, open_timeout=open_timeout,
-            first_frame_timeout=first_frame_timeout, idle_timeout=idle_timeout,
-            close_timeout=close_timeout, max_frame_bytes=max_frame_bytes,
+            url,
+            channel,
+            token,
+            key,
+            open_timeout=open_timeout,
+            first_frame_timeout=first_frame_timeout,
+            idle_timeout=idle_timeout,
+            close_timeout=close_timeout,
+            max_frame_bytes=max_frame_bytes,
         )
         self._ws: ClientConnection | None = None
 
@@ -562,8 +603,11 @@ class SyncConsumer(_ConsumerBase):
         """
         if self._ws is None:
             self._ws = _sync_open(
-                self.url, self._token, open_timeout=self.open_timeout,
-                close_timeout=self.close_timeout, max_size=self.max_frame_bytes,
+                self.url,
+                self._token,
+                open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout,
+                max_size=self.max_frame_bytes,
             )
         return self
 

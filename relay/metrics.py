@@ -45,9 +45,7 @@ class Metrics:
     bytes_total: int = 0
     channels_opened_total: int = 0
     buffered_bytes: int = 0
-    reaped: dict[str, int] = dataclasses.field(
-        default_factory=lambda: {"idle": 0, "one-sided": 0}
-    )
+    reaped: dict[str, int] = dataclasses.field(default_factory=lambda: {"idle": 0, "one-sided": 0})
     rejects: dict[str, int] = dataclasses.field(
         default_factory=lambda: dict.fromkeys(AUTH_REASONS + REFUSAL_REASONS, 0)
     )

@@ -162,7 +162,7 @@ class Sealer:
     @property
     def frames(self) -> int:
         """Number of data frames sealed so far."""
-        return self._seq
+        return self._seq - 1 if self._closed else self._seq
 
     @property
     def closed(self) -> bool:
@@ -303,10 +303,10 @@ class Verifier:
             if self._authentic == 0:
                 raise WrongKey("the stream is sealed under a different key than this consumer's")
             raise TamperedFrame(f"frame {seq} carries a different key id than the stream")
-        nonce = payload[_KEY_ID_SIZE:SEAL_OVERHEAD - _TAG_SIZE]
+        nonce = payload[_KEY_ID_SIZE : SEAL_OVERHEAD - _TAG_SIZE]
         aad = _AAD_PREFIX + bytes(data[:HEADER_SIZE]) + self._aad_tail
         try:
-            plaintext = self._aead.decrypt(nonce, payload[SEAL_OVERHEAD - _TAG_SIZE:], aad)
+            plaintext = self._aead.decrypt(nonce, payload[SEAL_OVERHEAD - _TAG_SIZE :], aad)
         except InvalidTag:
             raise TamperedFrame(f"frame {seq} failed authentication (altered)") from None
         self._authentic += 1

@@ -81,9 +81,20 @@ class _Channel:
     """State of one channel: at most one producer and one consumer."""
 
     __slots__ = (
-        "id", "producer", "consumer", "buffer", "buffered", "producer_joined",
-        "consumer_joined", "producer_done", "end_code", "end_reason", "created",
-        "last", "reading_paused", "consumer_slow",
+        "id",
+        "producer",
+        "consumer",
+        "buffer",
+        "buffered",
+        "producer_joined",
+        "consumer_joined",
+        "producer_done",
+        "end_code",
+        "end_reason",
+        "created",
+        "last",
+        "reading_paused",
+        "consumer_slow",
     )
 
     def __init__(self, channel_id: str, now: float) -> None:
@@ -191,6 +202,7 @@ class _Conn(asyncio.Protocol):
         """Send a plain HTTP response (and close)."""
         self._cancel_timer()
         response = self.proto.reject(status, body)
+        del response.headers["Content-Type"]  # websockets' Headers appends on assignment
         response.headers["Content-Type"] = content_type
         if reject:
             response.headers["X-Relay-Reject"] = reject
@@ -244,6 +256,7 @@ class RelayServer:
         close_timeout: Seconds to wait for a peer to finish a closing handshake.
         shutdown_timeout: Seconds :meth:`close` lets streams in progress finish.
         reap_interval: Seconds between two passes of the reaper.
+        backlog: Pending TCP connections the listening socket queues.
         max_channels: Channels open at once; more are refused with HTTP 503.
         max_frame_bytes: Largest frame accepted from a producer; a larger one
             closes the producer's connection (WebSocket close code 1009).
@@ -277,6 +290,7 @@ class RelayServer:
         shutdown_timeout: float = 5.0,
         reap_interval: float = 1.0,
         # Limits
+        backlog: int = 1024,
         max_channels: int = 10_000,
         max_frame_bytes: int = 1 << 20,
         max_buffer_frames: int = 4096,
@@ -291,11 +305,17 @@ class RelayServer:
         else:
             self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
         for name, value in (
-            ("open_timeout", open_timeout), ("pair_timeout", pair_timeout),
-            ("idle_timeout", idle_timeout), ("close_timeout", close_timeout),
-            ("reap_interval", reap_interval), ("max_channels", max_channels),
-            ("max_frame_bytes", max_frame_bytes), ("max_buffer_frames", max_buffer_frames),
-            ("max_buffer_bytes", max_buffer_bytes), ("write_buffer_bytes", write_buffer_bytes),
+            ("open_timeout", open_timeout),
+            ("pair_timeout", pair_timeout),
+            ("idle_timeout", idle_timeout),
+            ("close_timeout", close_timeout),
+            ("reap_interval", reap_interval),
+            ("max_channels", max_channels),
+            ("backlog", backlog),
+            ("max_frame_bytes", max_frame_bytes),
+            ("max_buffer_frames", max_buffer_frames),
+            ("max_buffer_bytes", max_buffer_bytes),
+            ("write_buffer_bytes", write_buffer_bytes),
         ):
             if not value > 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
@@ -309,6 +329,7 @@ class RelayServer:
         self.close_timeout = float(close_timeout)
         self.shutdown_timeout = float(shutdown_timeout)
         self.reap_interval = float(reap_interval)
+        self.backlog = int(backlog)
         self.max_channels = int(max_channels)
         self.max_frame_bytes = int(max_frame_bytes)
         self.max_buffer_frames = int(max_buffer_frames)
@@ -346,7 +367,9 @@ class RelayServer:
     async def start(self) -> None:
         """Start listening and reaping."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Conn(self), self.host, self._port)
+        self._server = await loop.create_server(
+            lambda: _Conn(self), self.host, self._port, backlog=self.backlog
+        )
         self._port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
         self._reaper = loop.create_task(self._reap_forever())
@@ -680,6 +703,7 @@ class RelayThread:
         Returns:
             What ``fn`` returned.
         """
+
         async def _call() -> Any:
             return fn(*args)
 
