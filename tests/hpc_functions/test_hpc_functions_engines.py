@@ -1,0 +1,263 @@
+"""The HPC functions packed as the Globus Compute SDK packs a task, run by the endpoint's engines.
+
+Each task is serialized with ``ComputeSerializer`` (function buffer + args/kwargs buffer in a
+``globus_compute_common.messagepack`` ``Task``), executed by globus-compute-endpoint's own
+``ThreadPoolEngine``, ``ProcessPoolEngine`` and ``GlobusComputeEngine`` (parsl's
+HighThroughputExecutor on loopback) via ``engine.submit(GCFuture(task_id), task_bytes,
+resource_specification={})``, and the ``Result`` is unpacked and deserialized as the SDK does.
+
+The process workers run as an HPC node would: ``hpc_functions`` and ``stream_langchain`` are
+not importable there (a ``sitecustomize`` on their ``PYTHONPATH`` blocks them), only ``relay``
+(copied next to it) and the venv's third-party packages are. That is exactly what the shipped
+strategy (source, ``PureSourceDill``) needs; the SDK default (``DillCode``, by reference) fails.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from globus_compute_common import messagepack
+from globus_compute_common.messagepack.message_types import Result, Task
+from globus_compute_endpoint.engines import (
+    GCFuture,
+    GlobusComputeEngine,
+    ProcessPoolEngine,
+    ThreadPoolEngine,
+)
+from globus_compute_sdk.serialize import ComputeSerializer, DillCode
+
+from hpc_functions import batch_chat, ping
+from stream_langchain.hpc import ChatHPC, HPCTaskError, shipped_serializer
+from stream_langchain.llama_server import LlamaServer
+
+REPO = Path(__file__).resolve().parents[2]
+
+_SITECUSTOMIZE = '''
+"""Make this interpreter look like an HPC node: the STREAM client packages are not installed."""
+import importlib.abc
+import sys
+
+_BLOCKED = {"hpc_functions", "stream_langchain", "stream_llamaindex"}
+
+
+class _NotInstalledHere(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in _BLOCKED:
+            raise ModuleNotFoundError(f"No module named {name!r} (not installed on this node)")
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalledHere())
+'''
+
+
+class RemoteTaskError(RuntimeError):
+    """The engine returned an error Result (the remote traceback is the message)."""
+
+
+def pack_task(
+    fn: Callable[..., Any], *args: Any, serializer: ComputeSerializer, **kwargs: Any
+) -> tuple[uuid.UUID, bytes]:
+    """Pack a call as the SDK + web service do: fn buffer then args/kwargs buffers, in a Task."""
+    fn_buf = serializer.pack_buffers([serializer.serialize(fn)])
+    args_buf = serializer.pack_buffers([serializer.serialize(args), serializer.serialize(kwargs)])
+    task_id = uuid.uuid4()
+    return task_id, messagepack.pack(Task(task_id=task_id, task_buffer=fn_buf + args_buf))
+
+
+def unpack_result(packed: bytes, serializer: ComputeSerializer) -> Any:
+    """Unpack an engine's Result and deserialize its data as the SDK would."""
+    result = messagepack.unpack(packed)
+    assert isinstance(result, Result)
+    if result.is_error:
+        raise RemoteTaskError(str(result.data))
+    return serializer.deserialize(result.data)
+
+
+class EngineExecutor(concurrent.futures.Executor):
+    """A concurrent.futures.Executor over a globus-compute-endpoint engine (no cloud)."""
+
+    def __init__(self, engine: Any, serializer: ComputeSerializer | None = None) -> None:
+        self.engine = engine
+        self.serializer = serializer or shipped_serializer()
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        task_id, packed = pack_task(fn, *args, serializer=self.serializer, **kwargs)
+        gc_future = GCFuture(task_id)
+        out: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def done(f: concurrent.futures.Future[Any]) -> None:
+            try:
+                out.set_result(unpack_result(f.result(), self.serializer))
+            except BaseException as exc:
+                out.set_exception(exc)
+
+        gc_future.add_done_callback(done)
+        self.engine.submit(gc_future, packed, resource_specification={})
+        return out
+
+
+@pytest.fixture(scope="module")
+def node_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PYTHONPATH dir for node-like workers: relay installed, client packages blocked."""
+    site = tmp_path_factory.mktemp("node-site")
+    shutil.copytree(REPO / "relay", site / "relay", ignore=shutil.ignore_patterns("__pycache__"))
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    return site
+
+
+@pytest.fixture(autouse=True)
+def _restore_cwd() -> Iterator[None]:
+    """The endpoint's execute_task chdir()s into the run dir (in-process for the thread engine)."""
+    cwd = os.getcwd()
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+@pytest.fixture(scope="module")
+def thread_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadPoolEngine]:
+    engine = ThreadPoolEngine(max_workers=2)
+    engine.start(endpoint_id=uuid.uuid4(), run_dir=str(tmp_path_factory.mktemp("thread-ep")))
+    try:
+        yield engine
+    finally:
+        engine.shutdown(block=True)
+
+
+@pytest.fixture(scope="module")
+def process_engine(
+    tmp_path_factory: pytest.TempPathFactory, node_site: Path, llama_server: LlamaServer
+) -> Iterator[ProcessPoolEngine]:
+    import multiprocessing
+
+    engine = ProcessPoolEngine(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    engine.start(endpoint_id=uuid.uuid4(), run_dir=str(tmp_path_factory.mktemp("process-ep")))
+    try:
+        # The worker is spawned by the first task, with the node-like PYTHONPATH.
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("PYTHONPATH", str(node_site))
+            serializer = shipped_serializer()
+            _, packed = pack_task(ping, serializer=serializer)
+            fut = GCFuture(uuid.uuid4())
+            engine.submit(fut, packed, resource_specification={})
+            assert unpack_result(fut.result(timeout=120), serializer)["ok"]
+        yield engine
+    finally:
+        engine.shutdown(block=True)
+
+
+@pytest.fixture(scope="module")
+def gc_engine(
+    tmp_path_factory: pytest.TempPathFactory, node_site: Path, llama_server: LlamaServer
+) -> Iterator[GlobusComputeEngine]:
+    from parsl.providers import LocalProvider
+
+    run_dir = tmp_path_factory.mktemp("gce-ep")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        mp.setenv("GLOBUS_COMPUTE_USER_DIR", str(run_dir))
+        mp.setenv("PYTHONPATH", str(node_site))
+        mp.chdir(run_dir)
+        engine = GlobusComputeEngine(
+            address="127.0.0.1",
+            max_workers_per_node=1,
+            provider=LocalProvider(init_blocks=1, min_blocks=0, max_blocks=1),
+        )
+        try:
+            engine.start(endpoint_id=uuid.uuid4(), run_dir=str(run_dir))
+            executor = EngineExecutor(engine)
+            assert executor.submit(ping).result(timeout=120)["ok"]
+        except BaseException:
+            engine.shutdown()
+            raise
+    try:
+        yield engine
+    finally:
+        engine.shutdown()
+
+
+ENGINES = ["thread_engine", "process_engine", "gc_engine"]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> Any:
+    return request.getfixturevalue(request.param)
+
+
+def test_ping_round_trip(engine: Any) -> None:
+    """A packed ping task round-trips through the engine and reports relay + httpx present."""
+    status = EngineExecutor(engine).submit(ping).result(timeout=60)
+    assert status == {"ok": True, "python": status["python"], "missing": []}
+
+
+@pytest.mark.parametrize("engine_name", ["process_engine", "gc_engine"])
+def test_node_workers_cannot_import_the_client_packages(
+    engine_name: str, request: pytest.FixtureRequest
+) -> None:
+    """The SDK's default by-reference strategy fails on a node without hpc_functions."""
+    engine = request.getfixturevalue(engine_name)
+    by_reference = ComputeSerializer(strategy_code=DillCode())
+    with pytest.raises(RemoteTaskError, match="hpc_functions"):
+        EngineExecutor(engine, by_reference).submit(ping).result(timeout=60)
+
+
+def test_task_failure_through_engine_is_an_hpc_task_error(
+    process_engine: ProcessPoolEngine, hpc_relay: tuple[str, str]
+) -> None:
+    """A task that cannot even load on the node surfaces as HPCTaskError before any chunk."""
+    by_reference = EngineExecutor(process_engine, ComputeSerializer(strategy_code=DillCode()))
+    llm = ChatHPC(executor=by_reference, relay_url=hpc_relay[0], relay_secret=hpc_relay[1])
+    with pytest.raises(HPCTaskError, match="hpc_functions"):
+        llm.invoke("hi")
+
+
+@pytest.mark.slow
+def test_batch_chat_through_engine(engine: Any, llama_server: LlamaServer) -> None:
+    """batch_chat runs on the engine's worker and returns the whole completion as plain data."""
+    request = {
+        "model": "gemma-3-270m",
+        "messages": [{"role": "user", "content": "Say hello."}],
+        "max_tokens": 6,
+        "backend_url": llama_server.base_url,
+    }
+    out = EngineExecutor(engine).submit(batch_chat, request).result(timeout=120)
+    assert out["ok"] and out["mode"] == "batch"
+    assert out["completion"]["choices"][0]["message"]["content"]
+    assert 1 <= out["completion_tokens"] <= 6
+
+
+@pytest.mark.slow
+def test_chathpc_streams_through_engine_and_relay(
+    engine: Any, hpc_relay: tuple[str, str], llama_server: LlamaServer
+) -> None:
+    """ChatHPC over an engine executor streams tokens through the relay (the real path)."""
+    llm = ChatHPC(
+        executor=EngineExecutor(engine),
+        relay_url=hpc_relay[0],
+        relay_secret=hpc_relay[1],
+        backend_url=llama_server.base_url,
+        max_tokens=8,
+    )
+    chunks = list(llm.stream("Name three colours."))
+    assert sum(1 for c in chunks if c.content) >= 2
+    final = [c for c in chunks if c.response_metadata.get("hpc_mode")]
+    assert final and final[-1].response_metadata["hpc_mode"] == "stream"
+
+
+def test_shipped_serializer_is_source_based() -> None:
+    """ChatHPC ships functions by source, so the endpoint need not install this package."""
+    serializer = shipped_serializer()
+    payload = serializer.serialize(ping)
+    assert "def ping" in payload
+    restored = serializer.deserialize(payload)
+    assert restored is not ping and restored()["ok"]
