@@ -122,6 +122,7 @@ class RequestRun:
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self.extra: dict[str, Any] = {}
         self._tier_output = False
+        self._announced = False
 
     # ----------------------------------------------------------------- per tier
 
@@ -147,6 +148,11 @@ class RequestRun:
             self.usage["input_tokens"] += message.usage_metadata.get("input_tokens", 0)
             self.usage["output_tokens"] += message.usage_metadata.get("output_tokens", 0)
         meta = dict(message.response_metadata)
+        if _has_output(message) and not self._announced:
+            # The first output chunk says where the answer comes from, so a UI can show it
+            # before the last chunk's full record arrives.
+            self._announced = True
+            meta["stream_route"] = self.route_hint(tier)
         for key in ("hpc_mode", "hpc_fallback_reason"):
             if key in meta:
                 self.extra[key] = meta[key]
@@ -168,6 +174,17 @@ class RequestRun:
         return bool(self.partial) or bool(self.tiers_used)
 
     # ----------------------------------------------------------------- the end
+
+    def route_hint(self, tier: str) -> dict[str, Any]:
+        """The decision as known at the first token: tier, model, complexity, judge."""
+        return {
+            "tier": tier,
+            "model": model_name(self.models[tier]),
+            "complexity": self.complexity.value,
+            "judge": self.judgement.judge,
+            "judge_ms": round(self.judgement.ms, 3),
+            "fallbacks": len(self.fallbacks),
+        }
 
     def record(self, tier: str) -> dict[str, Any]:
         """The routing record (``response_metadata["stream"]``)."""
