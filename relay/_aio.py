@@ -142,9 +142,9 @@ class WSClient(asyncio.Protocol):
     async def send(self, data: bytes) -> None:
         """Send one binary message, waiting if the transport's buffer is full.
 
-        Messages sent in the same event-loop iteration are written together at the
-        end of the iteration (one system call instead of one per message); at most
-        ``_CORK_LIMIT`` messages wait that way.
+        The first message of an event-loop iteration is written at once; later ones in
+        the same iteration are written together when it ends (one system call instead
+        of one per message), at most ``_CORK_LIMIT`` at a time.
 
         Raises:
             ChannelClosed: If the connection is no longer open.
@@ -153,11 +153,15 @@ class WSClient(asyncio.Protocol):
         if proto.state is not State.OPEN or self.lost:
             raise self.closed_error("cannot send")
         proto.send_binary(data)
-        if len(proto.writes) >= _CORK_LIMIT:
+        if not self._flush_scheduled:
+            # First message of this loop iteration: write it now (lowest latency) and
+            # cork the rest of the iteration's messages into one write.
             self._flush()
-        elif not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
+        elif len(proto.writes) >= _CORK_LIMIT:
+            self._flush()
+            self._flush_scheduled = True
         if self._write_paused:
             self._drain = self._loop.create_future()
             await self._drain

@@ -1,0 +1,1 @@
+"""Benchmarks of STREAM: each writes JSON and a PNG plot under its results/ folder."""
