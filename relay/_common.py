@@ -10,6 +10,7 @@ from websockets.exceptions import InvalidStatus
 from relay.errors import (
     AUTH_REASONS,
     AuthRejected,
+    ChannelClosed,
     RelayError,
     RelayRefused,
     TruncatedStream,
@@ -67,6 +68,8 @@ def handshake_error(exc: BaseException) -> RelayError:
         body = (response.body or b"").decode("utf-8", "replace").strip()[:200]
         if status in (401, 403):
             return AuthRejected(reason if reason in AUTH_REASONS else "forged")
+        if status == 410:
+            return ChannelClosed("the channel has already ended (its consumer left)", None, body)
         return RelayRefused(status, body or reason or "no explanation")
     return RelayRefused(0, f"invalid handshake: {exc}")
 

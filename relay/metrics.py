@@ -21,6 +21,7 @@ REFUSAL_REASONS: tuple[str, ...] = (
     "not-found",
     "bad-handshake",
     "channel-busy",
+    "channel-ended",
     "capacity",
     "shutting-down",
     "handshake-timeout",

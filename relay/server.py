@@ -263,6 +263,8 @@ class RelayServer:
         max_buffer_frames: Frames held for a consumer that has not joined yet;
             when reached, the producer is paused (never dropped).
         max_buffer_bytes: Bytes held for a consumer that has not joined yet.
+        max_total_buffer_bytes: Bytes held for absent consumers over all channels;
+            when reached, every producer still waiting for its consumer is paused.
         write_buffer_bytes: High-water mark of a consumer's send buffer; above
             it the producer's socket is no longer read (backpressure).
 
@@ -295,6 +297,7 @@ class RelayServer:
         max_frame_bytes: int = 1 << 20,
         max_buffer_frames: int = 4096,
         max_buffer_bytes: int = 4 << 20,
+        max_total_buffer_bytes: int = 256 << 20,
         write_buffer_bytes: int = 1 << 20,
     ) -> None:
         """Configure the server; see the class docstring for the arguments."""
@@ -315,6 +318,7 @@ class RelayServer:
             ("max_frame_bytes", max_frame_bytes),
             ("max_buffer_frames", max_buffer_frames),
             ("max_buffer_bytes", max_buffer_bytes),
+            ("max_total_buffer_bytes", max_total_buffer_bytes),
             ("write_buffer_bytes", write_buffer_bytes),
         ):
             if not value > 0:
@@ -334,9 +338,15 @@ class RelayServer:
         self.max_frame_bytes = int(max_frame_bytes)
         self.max_buffer_frames = int(max_buffer_frames)
         self.max_buffer_bytes = int(max_buffer_bytes)
+        self.max_total_buffer_bytes = int(max_total_buffer_bytes)
         self.write_buffer_bytes = int(write_buffer_bytes)
         self.metrics = Metrics()
         self._channels: dict[str, _Channel] = {}
+        # Channels that ended recently (id -> when): their tokens may still be valid,
+        # but they are not reopened. Kept for pair_timeout seconds.
+        self._ended: dict[str, float] = {}
+        # Producers paused because the relay-wide buffer budget is spent.
+        self._starved: set[_Channel] = set()
         self._conns: set[_Conn] = set()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
@@ -411,6 +421,8 @@ class RelayServer:
                 pass
         await self._server.wait_closed()
         self._channels.clear()
+        self._ended.clear()
+        self._starved.clear()
         logger.info("relay stopped")
 
     async def __aenter__(self) -> RelayServer:
@@ -477,6 +489,9 @@ class RelayServer:
                 return
         channel = self._channels.get(channel_id)
         now = time.monotonic()
+        if channel is None and channel_id in self._ended:
+            self._refuse(conn, 410, "channel-ended", "this channel has already ended")
+            return
         if channel is None:
             if len(self._channels) >= self.max_channels:
                 self._refuse(conn, 503, "capacity", "relay is at its channel limit")
@@ -504,9 +519,7 @@ class RelayServer:
     def _attach_consumer(self, channel: _Channel, conn: _Conn) -> None:
         if channel.buffer:
             conn.out.extend(channel.buffer)
-            self.metrics.buffered_bytes -= channel.buffered
-            channel.buffer.clear()
-            channel.buffered = 0
+            self._release(channel)
         conn.flush()
         if channel.producer_done:
             conn.close(channel.end_code, channel.end_reason)
@@ -539,6 +552,7 @@ class RelayServer:
         if (
             len(channel.buffer) >= self.max_buffer_frames
             or channel.buffered >= self.max_buffer_bytes
+            or metrics.buffered_bytes >= self.max_total_buffer_bytes
         ):
             self._update_reading(channel)
 
@@ -550,7 +564,12 @@ class RelayServer:
         full = channel.consumer is None and (
             len(channel.buffer) >= self.max_buffer_frames
             or channel.buffered >= self.max_buffer_bytes
+            or self.metrics.buffered_bytes >= self.max_total_buffer_bytes
         )
+        if full:
+            self._starved.add(channel)
+        else:
+            self._starved.discard(channel)
         pause = full or channel.consumer_slow
         if pause and not channel.reading_paused:
             producer.transport.pause_reading()
@@ -589,10 +608,20 @@ class RelayServer:
     def _drop(self, channel: _Channel) -> None:
         if self._channels.get(channel.id) is channel:
             del self._channels[channel.id]
+            self._ended[channel.id] = time.monotonic()
+        self._starved.discard(channel)
         if channel.buffer:
-            self.metrics.buffered_bytes -= channel.buffered
-            channel.buffer.clear()
-            channel.buffered = 0
+            self._release(channel)
+
+    def _release(self, channel: _Channel) -> None:
+        """Forget a channel's buffer and let producers starved by the relay-wide budget
+        read again."""
+        self.metrics.buffered_bytes -= channel.buffered
+        channel.buffer.clear()
+        channel.buffered = 0
+        if self._starved:
+            for starved in list(self._starved):
+                self._update_reading(starved)
 
     # reaping
 
@@ -609,6 +638,12 @@ class RelayServer:
             The number of channels reaped.
         """
         now = time.monotonic()
+        ended = self._ended
+        while ended:
+            channel_id, when = next(iter(ended.items()))
+            if now - when <= self.pair_timeout and len(ended) <= 4 * self.max_channels:
+                break
+            del ended[channel_id]
         reaped = 0
         for channel in list(self._channels.values()):
             paired = channel.producer_joined and channel.consumer_joined

@@ -405,3 +405,60 @@ def test_repr_and_errors_never_show_secrets_or_tokens(
             stream.key.hex(),
         ):
             assert secret not in text
+
+
+def test_ended_channel_cannot_be_reopened_with_its_tokens(
+    relay_server: RelayThread, stream: Stream
+) -> None:
+    """Once a channel has ended, its still-valid tokens do not open it again."""
+    with Producer(relay_server.url, stream.channel, stream.tokens.producer, stream.key) as p:
+        p.send({"i": 0})
+        p.close()
+    with SyncConsumer(relay_server.url, stream.channel, stream.tokens.consumer, stream.key) as c:
+        assert list(c) == [{"i": 0}]
+    with pytest.raises(ChannelClosed, match="already ended"):
+        Producer(relay_server.url, stream.channel, stream.tokens.producer, stream.key).connect()
+    with pytest.raises(ChannelClosed):
+        SyncConsumer(relay_server.url, stream.channel, stream.tokens.consumer, stream.key).connect()
+    assert _metric(relay_server, 'relay_rejects_total{reason="channel-ended"}') == 2
+
+
+async def test_producer_arriving_after_the_consumer_gave_up_learns_at_once(
+    relay_server: RelayThread, stream: Stream
+) -> None:
+    """If the consumer left before the producer connected, the producer's connect raises
+    ChannelClosed instead of buffering into a channel nobody will read."""
+    async with Consumer(relay_server.url, stream.channel, stream.tokens.consumer, stream.key):
+        pass
+    await asyncio.sleep(0.05)
+    with pytest.raises(ChannelClosed):
+        await AsyncProducer(
+            relay_server.url, stream.channel, stream.tokens.producer, stream.key
+        ).connect()
+
+
+async def test_relay_wide_buffer_budget_pauses_every_waiting_producer() -> None:
+    """Over all channels, frames held for absent consumers stay within the relay-wide
+    budget (plus one socket read per producer); nothing is dropped."""
+    budget = 100_000
+    streams = [Stream(), Stream()]
+    with start_relay(max_total_buffer_bytes=budget) as relay:
+
+        async def produce(stream: Stream) -> None:
+            async with AsyncProducer(
+                relay.url, stream.channel, stream.tokens.producer, stream.key
+            ) as producer:
+                for i in range(300):
+                    await producer.send({"i": i, "pad": "x" * 16_000})
+                await producer.close()
+
+        tasks = [asyncio.create_task(produce(s)) for s in streams]
+        await asyncio.sleep(0.5)
+        assert relay.server.metrics.buffered_bytes <= budget + 2 * (256 * 1024 + 17_000)
+        assert not any(task.done() for task in tasks)
+        for stream in streams:
+            async with Consumer(
+                relay.url, stream.channel, stream.tokens.consumer, stream.key
+            ) as consumer:
+                assert [p["i"] async for p in consumer] == list(range(300))
+        await asyncio.gather(*tasks)
