@@ -36,6 +36,7 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.llm import ToolSelection
 
 __all__ = [
+    "HINT_KEY",
     "RECORD_KEY",
     "StreamedTurn",
     "routing_record",
@@ -48,6 +49,10 @@ __all__ = [
 RECORD_KEY = "stream"
 """Key of the routing record in ``ChatResponse.additional_kwargs`` (as in ChatStream's
 ``response_metadata``)."""
+
+HINT_KEY = "stream_route"
+"""Key of the early routing hint (tier, model, complexity) that ChatStream puts on the first
+streamed chunk; copied to the first streamed ``ChatResponse``."""
 
 _AI_ROLES = frozenset({MessageRole.ASSISTANT, MessageRole.MODEL, MessageRole.CHATBOT})
 _SYSTEM_ROLES = frozenset({MessageRole.SYSTEM, MessageRole.DEVELOPER})
@@ -189,8 +194,9 @@ class StreamedTurn:
     """Accumulates one streamed answer and turns LangChain chunks into ``ChatResponse``s.
 
     Every chunk with text or tool-call output becomes a response whose ``message`` is the
-    answer so far and whose ``delta`` is the new text; :meth:`final` is the last response,
-    with an empty delta, the whole answer and the routing record.
+    answer so far and whose ``delta`` is the new text (the first one also carries ChatStream's
+    early ``"stream_route"`` hint when there is one); :meth:`final` is the last response, with
+    an empty delta, the whole answer and the routing record.
 
     Example:
         >>> from langchain_core.messages import AIMessageChunk
@@ -213,7 +219,10 @@ class StreamedTurn:
         delta = str(chunk.text)
         if not delta and not chunk.tool_call_chunks:
             return None
-        return ChatResponse(message=to_chat_message(self._message), delta=delta, raw=chunk)
+        hint = chunk.response_metadata.get(HINT_KEY)
+        extra = {HINT_KEY: dict(hint)} if isinstance(hint, Mapping) else {}
+        return ChatResponse(message=to_chat_message(self._message), delta=delta, raw=chunk,
+                            additional_kwargs=extra)
 
     @property
     def message(self) -> AIMessageChunk:

@@ -96,7 +96,8 @@ class StreamLLM(FunctionCallingLLM):
 
     It has no routing logic of its own: judging, routing, summarization, fallback and
     failover are ChatStream's. Tool calls are forwarded to the routed tier, so agents work
-    whenever the tiers can call tools (``metadata.is_function_calling_model``).
+    whenever a routable tier can call tools (``metadata.is_function_calling_model``); on the
+    embedded stack (a base model that cannot) use a ``ReActAgent``.
 
     Setup:
         .. code-block:: bash
@@ -217,28 +218,35 @@ class StreamLLM(FunctionCallingLLM):
         :attr:`tier`), or every configured tier the engine allows (no cloud when
         ``allow_cloud`` is false)."""
         tiers = self.chat_stream.tiers
+        if not self.chat_stream.allow_cloud:
+            tiers.pop("cloud", None)
         pinned = tier if tier is not None else self.tier
         if pinned is not None:
             return {pinned: tiers[pinned]} if pinned in tiers else {}
-        if not self.chat_stream.allow_cloud:
-            tiers.pop("cloud", None)
         return tiers
 
     @property
     def metadata(self) -> LLMMetadata:
-        """Context window: the smallest among the routable tiers' windows; function calling:
-        only when every routable tier can call tools."""
+        """What LlamaIndex plans with.
+
+        ``context_window``: the smallest window among the routable tiers (so a prompt fits
+        wherever it is routed); ``num_output``: ChatStream's ``max_tokens``, else the largest
+        tier limit (at most half the window); ``is_function_calling_model``: some routable
+        tier can call tools (ChatStream sends a request with tools past the tiers that
+        cannot, without counting it against their health).
+        """
         tiers = self.routable_tiers()
         known = self.chat_stream.context_windows
         windows = [known[t] for t in tiers if t in known]
         window = min(windows) if windows else DEFAULT_CONTEXT_WINDOW
         outputs = [n for m in tiers.values() if (n := _max_output(m)) is not None]
-        num_output = min(max(outputs) if outputs else DEFAULT_NUM_OUTPUTS, window // 2)
+        limit = self.chat_stream.max_tokens or (max(outputs) if outputs else DEFAULT_NUM_OUTPUTS)
+        num_output = min(limit, window // 2)
         return LLMMetadata(
             context_window=window,
             num_output=num_output,
             is_chat_model=True,
-            is_function_calling_model=bool(tiers) and all(map(can_call_tools, tiers.values())),
+            is_function_calling_model=any(map(can_call_tools, tiers.values())),
             model_name="|".join(f"{t}:{model_name(m)}" for t, m in tiers.items())
             or "stream-router",
             system_role=MessageRole.SYSTEM,
@@ -256,21 +264,7 @@ class StreamLLM(FunctionCallingLLM):
         configured = ((config or {}).get("configurable") or {}).get(CONFIG_KEY)
         if "tier" not in kw and configured is None and self.tier is not None:
             kw["tier"] = self.tier
-        if kw.get("tools"):
-            self._check_tools(kw.get("tier", configured))
         return lc_messages, config, kw
-
-    def _check_tools(self, tier: str | None) -> None:
-        if tier is not None:
-            validate_tier(tier)
-        tiers = self.routable_tiers(tier)
-        if tiers and not any(map(can_call_tools, tiers.values())):
-            names = ", ".join(f"{t} ({model_name(m)})" for t, m in tiers.items())
-            raise ValueError(
-                f"StreamLLM was given tools, but no tier this request can be routed to can "
-                f"call tools: {names}. Configure a tier that supports tool calling (Ollama, "
-                "an OpenAI-compatible API) or use a ReActAgent, which needs no tool calling."
-            )
 
     def _finish(self, response: ChatResponse) -> ChatResponse:
         record = response.additional_kwargs.get(RECORD_KEY)
