@@ -33,17 +33,23 @@ import asyncio
 import json
 import logging
 import re
-import struct
 import threading
 import time
-from collections import deque
 from typing import Any
 
-from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
-from websockets.protocol import State
-from websockets.server import ServerProtocol
+from websockets.http11 import Request
 
+from relay._conn import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    CLOSE_PEER_LEFT,
+    CLOSE_PRODUCER_LOST,
+    CLOSE_TIMED_OUT,
+    CLOSE_UNSUPPORTED,
+    Channel,
+    Conn,
+    ws_header,
+)
 from relay.errors import AuthRejected
 from relay.metrics import Metrics
 from relay.tokens import verify_token
@@ -51,191 +57,9 @@ from relay.tokens import verify_token
 __all__ = ["RelayServer", "RelayThread", "run_in_thread"]
 
 logger = logging.getLogger("relay.server")
-_wire_logger = logging.getLogger("relay.wire")
 
 _PATH_RE = re.compile(r"/(produce|consume)/([A-Za-z0-9_-]{1,128})")
 _ROLES = {"produce": "producer", "consume": "consumer"}
-_BINARY, _TEXT, _CLOSE = Opcode.BINARY, Opcode.TEXT, Opcode.CLOSE
-_SHORT = struct.Struct("!BBH")
-_LONG = struct.Struct("!BBQ")
-
-#: Close codes the relay sends.
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED = 1003
-CLOSE_PRODUCER_LOST = 1011
-CLOSE_PEER_LEFT = 4000
-CLOSE_TIMED_OUT = 4408
-
-
-def _ws_header(length: int) -> bytes:
-    """Header of an unmasked, final, binary WebSocket frame of ``length`` bytes."""
-    if length < 126:
-        return bytes((0x82, length))
-    if length < 65536:
-        return _SHORT.pack(0x82, 126, length)
-    return _LONG.pack(0x82, 127, length)
-
-
-class _Channel:
-    """State of one channel: at most one producer and one consumer."""
-
-    __slots__ = (
-        "id",
-        "producer",
-        "consumer",
-        "buffer",
-        "buffered",
-        "producer_joined",
-        "consumer_joined",
-        "producer_done",
-        "end_code",
-        "end_reason",
-        "created",
-        "last",
-        "reading_paused",
-        "consumer_slow",
-    )
-
-    def __init__(self, channel_id: str, now: float) -> None:
-        self.id = channel_id
-        self.producer: _Conn | None = None
-        self.consumer: _Conn | None = None
-        self.buffer: deque[bytes] = deque()
-        self.buffered = 0
-        self.producer_joined = False
-        self.consumer_joined = False
-        self.producer_done = False
-        self.end_code = CLOSE_NORMAL
-        self.end_reason = ""
-        self.created = now
-        self.last = now
-        self.reading_paused = False
-        self.consumer_slow = False
-
-
-class _Conn(asyncio.Protocol):
-    """One TCP connection: an HTTP request, then (maybe) a WebSocket."""
-
-    def __init__(self, server: RelayServer) -> None:
-        self.server = server
-        self.proto = ServerProtocol(max_size=server.max_frame_bytes, logger=_wire_logger)
-        self.proto.debug = False  # never log handshake headers (they carry tokens)
-        self.transport: asyncio.Transport | None = None
-        self.role: str | None = None
-        self.channel: _Channel | None = None
-        self.out: list[bytes] = []
-        self.closed = False
-        self._timer: asyncio.TimerHandle | None = None
-
-    # asyncio callbacks
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(high=self.server.write_buffer_bytes)
-        self.server._conns.add(self)
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.server.open_timeout, self._handshake_timeout)
-
-    def data_received(self, data: bytes) -> None:
-        proto = self.proto
-        proto.receive_data(data)
-        server = self.server
-        for event in proto.events_received():
-            if type(event) is Frame:
-                opcode = event.opcode
-                if opcode is _BINARY:
-                    server._on_frame(self, event.data)
-                elif opcode is _TEXT:
-                    self.close(CLOSE_UNSUPPORTED, "relay frames are binary")
-                elif opcode is _CLOSE:
-                    server._on_leave(self, proto.close_rcvd)
-            elif type(event) is Request:
-                server._on_request(self, event)
-        channel = self.channel
-        if channel is not None and channel.consumer is not None and channel.consumer.out:
-            channel.consumer.flush()
-        self.flush()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self._cancel_timer()
-        self.proto.receive_eof()
-        self.server._conns.discard(self)
-        self.server._on_leave(self, None)
-
-    def pause_writing(self) -> None:
-        channel = self.channel
-        if channel is not None and channel.consumer is self:
-            channel.consumer_slow = True
-            self.server._update_reading(channel)
-
-    def resume_writing(self) -> None:
-        channel = self.channel
-        if channel is not None and channel.consumer is self:
-            channel.consumer_slow = False
-            self.server._update_reading(channel)
-
-    # helpers
-
-    def flush(self) -> None:
-        """Write forwarded frames, then whatever the protocol has to send."""
-        transport = self.transport
-        if transport is None or self.closed:
-            self.out.clear()
-            return
-        out = self.out
-        if out:
-            transport.write(out[0] if len(out) == 1 else b"".join(out))
-            out.clear()
-        for data in self.proto.data_to_send():
-            if data:
-                transport.write(data)
-            else:  # the protocol wants the TCP connection closed (server side)
-                transport.close()
-        if self.proto.close_expected() and self._timer is None and not transport.is_closing():
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.server.close_timeout, transport.abort)
-
-    def respond(self, status: int, body: str, content_type: str, reject: str = "") -> None:
-        """Send a plain HTTP response (and close)."""
-        self._cancel_timer()
-        response = self.proto.reject(status, body)
-        del response.headers["Content-Type"]  # websockets' Headers appends on assignment
-        response.headers["Content-Type"] = content_type
-        if reject:
-            response.headers["X-Relay-Reject"] = reject
-        self.proto.send_response(response)
-        self.flush()
-
-    def accept(self, response: Response) -> None:
-        self._cancel_timer()
-        self.proto.send_response(response)
-        self.flush()
-
-    def close(self, code: int, reason: str) -> None:
-        """Start the WebSocket closing handshake (after flushing forwarded frames)."""
-        if self.closed or self.transport is None:
-            return
-        if self.proto.state is not State.OPEN:
-            if self.proto.state is State.CONNECTING:
-                self.transport.abort()
-            return
-        self.flush()
-        self.proto.send_close(code, reason)
-        self.flush()
-
-    def _handshake_timeout(self) -> None:
-        self._timer = None
-        if self.transport is not None and self.role is None:
-            self.server.metrics.reject("handshake-timeout")
-            self.transport.abort()
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
 
 
 class RelayServer:
@@ -341,13 +165,13 @@ class RelayServer:
         self.max_total_buffer_bytes = int(max_total_buffer_bytes)
         self.write_buffer_bytes = int(write_buffer_bytes)
         self.metrics = Metrics()
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, Channel] = {}
         # Channels that ended recently (id -> when): their tokens may still be valid,
         # but they are not reopened. Kept for pair_timeout seconds.
         self._ended: dict[str, float] = {}
         # Producers paused because the relay-wide buffer budget is spent.
-        self._starved: set[_Channel] = set()
-        self._conns: set[_Conn] = set()
+        self._starved: set[Channel] = set()
+        self._conns: set[Conn] = set()
         self._server: asyncio.Server | None = None
         self._reaper: asyncio.Task[None] | None = None
         self._closing = False
@@ -378,7 +202,7 @@ class RelayServer:
         """Start listening and reaping."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: _Conn(self), self.host, self._port, backlog=self.backlog
+            lambda: Conn(self), self.host, self._port, backlog=self.backlog
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
@@ -455,7 +279,7 @@ class RelayServer:
 
     # handshake
 
-    def _on_request(self, conn: _Conn, request: Request) -> None:
+    def _on_request(self, conn: Conn, request: Request) -> None:
         path = request.path.split("?", 1)[0]
         if path == "/health":
             conn.respond(200, json.dumps(self.health()), "application/json")
@@ -496,7 +320,7 @@ class RelayServer:
             if len(self._channels) >= self.max_channels:
                 self._refuse(conn, 503, "capacity", "relay is at its channel limit")
                 return
-            channel = self._channels[channel_id] = _Channel(channel_id, now)
+            channel = self._channels[channel_id] = Channel(channel_id, now)
             self.metrics.channels_opened_total += 1
         if channel.producer_joined if role == "producer" else channel.consumer_joined:
             self._refuse(conn, 409, "channel-busy", f"channel already has a {role}")
@@ -510,13 +334,13 @@ class RelayServer:
             channel.consumer, channel.consumer_joined = conn, True
             self._attach_consumer(channel, conn)
 
-    def _refuse(self, conn: _Conn, status: int, reason: str, message: str) -> None:
+    def _refuse(self, conn: Conn, status: int, reason: str, message: str) -> None:
         self.metrics.reject(reason)
         conn.respond(status, message + "\n", "text/plain; charset=utf-8", reject=reason)
 
     # forwarding
 
-    def _attach_consumer(self, channel: _Channel, conn: _Conn) -> None:
+    def _attach_consumer(self, channel: Channel, conn: Conn) -> None:
         if channel.buffer:
             conn.out.extend(channel.buffer)
             self._release(channel)
@@ -526,7 +350,7 @@ class RelayServer:
         else:
             self._update_reading(channel)
 
-    def _on_frame(self, conn: _Conn, data: bytes | bytearray | memoryview) -> None:
+    def _on_frame(self, conn: Conn, data: bytes | bytearray | memoryview) -> None:
         channel = conn.channel
         if conn.role != "producer":
             conn.close(CLOSE_UNSUPPORTED, "consumers do not send frames")
@@ -540,12 +364,12 @@ class RelayServer:
         channel.last = time.monotonic()
         consumer = channel.consumer
         if consumer is not None:
-            consumer.out.append(_ws_header(size))
+            consumer.out.append(ws_header(size))
             consumer.out.append(data if type(data) is bytes else bytes(data))
             return
         if channel.consumer_joined:  # consumer came and went: nowhere to deliver
             return
-        framed = _ws_header(size) + bytes(data)
+        framed = ws_header(size) + bytes(data)
         channel.buffer.append(framed)
         channel.buffered += len(framed)
         metrics.buffered_bytes += len(framed)
@@ -556,7 +380,7 @@ class RelayServer:
         ):
             self._update_reading(channel)
 
-    def _update_reading(self, channel: _Channel) -> None:
+    def _update_reading(self, channel: Channel) -> None:
         """Pause or resume reading the producer's socket (backpressure)."""
         producer = channel.producer
         if producer is None or producer.transport is None or producer.closed:
@@ -578,7 +402,7 @@ class RelayServer:
             producer.transport.resume_reading()
             channel.reading_paused = False
 
-    def _on_leave(self, conn: _Conn, close: Any) -> None:
+    def _on_leave(self, conn: Conn, close: Any) -> None:
         """A peer sent a close frame or its connection was lost."""
         channel = conn.channel
         if channel is None:
@@ -605,7 +429,7 @@ class RelayServer:
                 producer.close(CLOSE_PEER_LEFT, "consumer disconnected")
             self._drop(channel)
 
-    def _drop(self, channel: _Channel) -> None:
+    def _drop(self, channel: Channel) -> None:
         if self._channels.get(channel.id) is channel:
             del self._channels[channel.id]
             self._ended[channel.id] = time.monotonic()
@@ -613,7 +437,7 @@ class RelayServer:
         if channel.buffer:
             self._release(channel)
 
-    def _release(self, channel: _Channel) -> None:
+    def _release(self, channel: Channel) -> None:
         """Forget a channel's buffer and let producers starved by the relay-wide budget
         read again."""
         self.metrics.buffered_bytes -= channel.buffered
