@@ -1,0 +1,1 @@
+"""Shipped artifact of the embedded complexity judge (see ``NOTICE.txt``)."""
