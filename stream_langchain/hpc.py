@@ -729,19 +729,32 @@ def _drive_sync(agen: AsyncGenerator[ChatGenerationChunk, None]) -> Iterator[Cha
         running = True
     if not running:
         loop = asyncio.new_event_loop()
+        step: asyncio.Task[ChatGenerationChunk] | None = None
         try:
             while True:
+                step = loop.create_task(_anext(agen))
                 try:
-                    yield loop.run_until_complete(agen.__anext__())
+                    yield loop.run_until_complete(step)
                 except StopAsyncIteration:
                     return
+                step = None
         finally:
+            # Interrupted mid-step (Ctrl-C, SystemExit, the caller closing us): cancel the
+            # step so the generator's cleanup (closing the relay channel) runs, then close it.
+            if step is not None and not step.done():
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(step)
             with contextlib.suppress(Exception):
                 loop.run_until_complete(agen.aclose())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
     else:
         yield from _drive_in_thread(agen)
+
+
+async def _anext(agen: AsyncGenerator[ChatGenerationChunk, None]) -> ChatGenerationChunk:
+    return await agen.__anext__()
 
 
 def _drive_in_thread(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import concurrent.futures.process  # noqa: F401 - its exit hook must be registered first
 import contextlib
 import multiprocessing
 import signal
@@ -45,7 +46,14 @@ def _close_all() -> None:
             stack.close()
 
 
-atexit.register(_close_all)
+# Run before concurrent.futures' own exit hook, which would otherwise wait for a running
+# stream_chat task to finish generating (threading's exit hooks run last-registered first,
+# and before atexit's).
+_register_early_exit = getattr(threading, "_register_atexit", None)
+if _register_early_exit is not None:
+    _register_early_exit(_close_all)
+else:  # pragma: no cover - every CPython >= 3.9 has it
+    atexit.register(_close_all)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

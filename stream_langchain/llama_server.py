@@ -160,7 +160,7 @@ class LlamaServer:
         model_alias: str = "gemma-3-270m",
         # Timeouts
         startup_timeout: float = 120.0,
-        stop_grace: float = 5.0,
+        stop_grace: float = 2.0,
         extra_args: tuple[str, ...] | list[str] = (),
     ) -> None:
         if port < 0 or port > 65535:
