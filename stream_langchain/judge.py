@@ -8,6 +8,10 @@ Every judge implements :class:`Judge`: ``judge(text)`` / ``ajudge(text)`` return
 - :class:`FallbackJudge`: tries judges in order; a failing judge falls through to the next,
   never to a crash.
 - :class:`CachedJudge`: an LRU cache in front of any judge.
+- :class:`CascadeJudge`: a fast judge first; a slower one only when the fast one is unsure.
+
+The embedded classifier (the default) is
+:class:`stream_langchain.classifier.EmbeddedJudge`.
 
 Example:
     >>> from stream_langchain.judge import KeywordJudge, CachedJudge
@@ -35,7 +39,9 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
 
 __all__ = [
+    "FEW_SHOT_EXAMPLES",
     "CachedJudge",
+    "CascadeJudge",
     "Complexity",
     "FallbackJudge",
     "Judge",
@@ -215,6 +221,7 @@ from a small model.
 Answer with exactly one word: LOW, MEDIUM or HIGH."""
 
 _LABEL_RE = re.compile(r"\b(LOW|MEDIUM|HIGH)\b", re.IGNORECASE)
+_LABELS = frozenset(c.value for c in Complexity)
 _ALIASES = {
     "EASY": "LOW", "SIMPLE": "LOW", "TRIVIAL": "LOW", "MODERATE": "MEDIUM", "MED": "MEDIUM",
     "INTERMEDIATE": "MEDIUM", "HARD": "HIGH", "COMPLEX": "HIGH", "DIFFICULT": "HIGH",
@@ -224,28 +231,53 @@ _ALIASES = {
 def parse_label(output: str) -> Complexity:
     """Extract a complexity label from free-form model output.
 
-    The first of ``LOW``/``MEDIUM``/``HIGH`` (any case, as a word) wins; common synonyms
-    (``easy``, ``hard``, ...) are accepted.
+    A label (``LOW``/``MEDIUM``/``HIGH``, any case, as a word) that opens the answer wins.
+    Otherwise the answer must name exactly one distinct label: a hedge such as "LOW or
+    HIGH" is ambiguous and rejected. A synonym (``easy``, ``hard``, ...) is accepted only as
+    the answer's first word, so prose that merely contains "simple" is not a label.
 
     Example:
         >>> parse_label("**Medium** - it needs some reasoning")
         <Complexity.MEDIUM: 'MEDIUM'>
+        >>> parse_label("Label: HIGH")
+        <Complexity.HIGH: 'HIGH'>
 
     Raises:
-        JudgeError: no label found.
+        JudgeError: no label found, or the labels found disagree.
     """
-    m = _LABEL_RE.search(output)
-    if m:
-        return Complexity(m.group(1).upper())
-    for word in re.findall(r"[A-Za-z]+", output):
-        alias = _ALIASES.get(word.upper())
-        if alias:
-            return Complexity(alias)
+    words = re.findall(r"[A-Za-z]+", output)
+    if words and words[0].upper() in _LABELS:
+        return Complexity(words[0].upper())
+    found = [m.group(1).upper() for m in _LABEL_RE.finditer(output)]
+    if found:
+        if len(set(found)) > 1:
+            raise JudgeError(f"judge output names several labels: {output[:80]!r}")
+        return Complexity(found[0])
+    if words and words[0].upper() in _ALIASES:
+        return Complexity(_ALIASES[words[0].upper()])
     raise JudgeError(f"judge output has no LOW/MEDIUM/HIGH label: {output[:80]!r}")
+
+
+FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("Who wrote Pride and Prejudice?", "LOW"),
+    ("How do I list hidden files in a directory on Linux?", "LOW"),
+    ("Explain the difference between a process and a thread.", "MEDIUM"),
+    ("A car accelerates from rest at 3 m/s^2 for 8 s. How far does it travel?", "MEDIUM"),
+    ("Prove that the square root of 2 is irrational.", "HIGH"),
+    ("Design a rate limiter for a distributed API gateway and discuss its failure modes.",
+     "HIGH"),
+)
+"""Hand-written ``(query, label)`` examples for ``LLMJudge(few_shot=FEW_SHOT_EXAMPLES)``."""
 
 
 class LLMJudge(Judge):
     """Ask a chat model for the label with the paper's rubric (one word, temperature 0).
+
+    The output is constrained to the three labels: with ``structured=True`` the model is asked
+    through ``with_structured_output`` for a ``{"label": "LOW"|"MEDIUM"|"HIGH"}`` object (tool
+    calling / JSON mode, where the model supports it; otherwise the plain-text path is used);
+    plain text is parsed by :func:`parse_label`. Anything that yields no label raises
+    :class:`JudgeError`, so a :class:`FallbackJudge` or :class:`CascadeJudge` moves on.
 
     Args:
         model: any LangChain chat model (``ChatOllama(model="llama3.2:3b", temperature=0)``
@@ -253,10 +285,14 @@ class LLMJudge(Judge):
             model accepts them.
         timeout: seconds before the judge gives up (raises :class:`JudgeError`, which a
             :class:`FallbackJudge` turns into the next judge's answer).
-        few_shot: optional ``(query, label)`` examples shown before the query.
+        few_shot: optional ``(query, label)`` examples shown before the query
+            (:data:`FEW_SHOT_EXAMPLES` is a ready set).
         name: the judge's name in the routing record.
         confidence: the confidence reported with a parsed label (LLMs give no calibrated
             probability).
+        max_query_chars: longer queries are cut to this many characters in the prompt.
+        structured: ask for structured output (see above).
+        max_tokens: output token cap of the plain-text path.
     """
 
     def __init__(
@@ -268,15 +304,25 @@ class LLMJudge(Judge):
         name: str = "llm",
         confidence: float = 0.7,
         max_query_chars: int = 4000,
+        structured: bool = False,
+        max_tokens: int = 4,
     ) -> None:
         if timeout <= 0:
             raise ValueError("LLMJudge timeout must be > 0 seconds")
+        if not 0.0 <= confidence <= 1.0:
+            raise ValueError("LLMJudge confidence must be within [0, 1]")
+        if max_tokens < 1:
+            raise ValueError("LLMJudge max_tokens must be >= 1")
         self.model = model
         self.timeout = timeout
-        self.few_shot = [(q, Complexity(lbl)) for q, lbl in few_shot]
+        self.few_shot = [(q, Complexity(str(lbl).upper())) for q, lbl in few_shot]
         self.name = name
         self.confidence = confidence
         self.max_query_chars = max_query_chars
+        self.structured = structured
+        self.max_tokens = max_tokens
+        self._runnable: Any = None
+        self._runnable_structured = False
 
     def _messages(self, text: str) -> list[Any]:
         from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
@@ -289,21 +335,43 @@ class LLMJudge(Judge):
         return msgs
 
     def _bound(self) -> Any:
-        try:
-            return self.model.bind(temperature=0, max_tokens=4)
-        except Exception:  # pragma: no cover - models without bind kwargs
-            return self.model
+        if self._runnable is not None:
+            return self._runnable
+        runnable: Any = None
+        if self.structured:
+            try:
+                runnable = self.model.with_structured_output(_label_schema())
+                self._runnable_structured = True
+            except (NotImplementedError, ValueError, TypeError, AttributeError):
+                runnable = None
+        if runnable is None:
+            try:
+                runnable = self.model.bind(temperature=0, max_tokens=self.max_tokens)
+            except Exception:  # pragma: no cover - models without bind kwargs
+                runnable = self.model
+        self._runnable = runnable
+        return runnable
 
-    def _result(self, content: Any) -> Judgement:
-        text = content if isinstance(content, str) else str(content)
-        return Judgement(parse_label(text), self.confidence, self.name)
+    def _result(self, out: Any) -> Judgement:
+        if self._runnable_structured:
+            label = out.get("label") if isinstance(out, dict) else getattr(out, "label", None)
+            if label is None:
+                raise JudgeError(f"LLM judge {self.name!r}: structured output has no label")
+            return Judgement(parse_label(str(label)), self.confidence, self.name)
+        content = getattr(out, "content", out)
+        if isinstance(content, list):  # content blocks
+            content = " ".join(
+                b.get("text", "") if isinstance(b, dict) else str(b) for b in content
+            )
+        return Judgement(parse_label(str(content)), self.confidence, self.name)
 
     def _judge(self, text: str) -> Judgement:
         from concurrent.futures import ThreadPoolExecutor
         from concurrent.futures import TimeoutError as FutTimeout
 
+        runnable = self._bound()
         pool = ThreadPoolExecutor(max_workers=1)
-        fut = pool.submit(self._bound().invoke, self._messages(text))
+        fut = pool.submit(runnable.invoke, self._messages(text))
         try:
             msg = fut.result(timeout=self.timeout)
         except FutTimeout as exc:
@@ -312,18 +380,29 @@ class LLMJudge(Judge):
             raise JudgeError(f"LLM judge {self.name!r} failed: {exc}") from exc
         finally:
             pool.shutdown(wait=False, cancel_futures=True)
-        return self._result(msg.content)
+        return self._result(msg)
 
     async def _ajudge(self, text: str) -> Judgement:
+        runnable = self._bound()
         try:
-            msg = await asyncio.wait_for(
-                self._bound().ainvoke(self._messages(text)), timeout=self.timeout
-            )
+            msg = await asyncio.wait_for(runnable.ainvoke(self._messages(text)),
+                                         timeout=self.timeout)
         except TimeoutError as exc:
             raise JudgeError(f"LLM judge {self.name!r} timed out after {self.timeout}s") from exc
         except Exception as exc:
             raise JudgeError(f"LLM judge {self.name!r} failed: {exc}") from exc
-        return self._result(msg.content)
+        return self._result(msg)
+
+
+def _label_schema() -> dict[str, Any]:
+    """JSON schema of the structured answer: one of the three labels."""
+    return {
+        "title": "complexity",
+        "description": "How demanding the user's query is.",
+        "type": "object",
+        "properties": {"label": {"type": "string", "enum": [c.value for c in Complexity]}},
+        "required": ["label"],
+    }
 
 
 # --------------------------------------------------------------------------- composition
@@ -363,6 +442,78 @@ class FallbackJudge(Judge):
                 continue
             return replace(out, errors=tuple(errors)) if errors else out
         raise JudgeError("every judge failed: " + "; ".join(errors))
+
+
+class CascadeJudge(Judge):
+    """A fast judge first; a slower, stronger one only when the fast one is unsure.
+
+    ``primary`` (the embedded classifier) labels every query. When its confidence is below
+    ``threshold`` the ``secondary`` (an :class:`LLMJudge`) is asked and its label is used;
+    if the secondary fails (timeout, unparseable output, server down) the primary's answer
+    stands, with the failure kept in ``errors``. ``consulted`` / ``total`` count how often
+    the secondary was asked.
+
+    Args:
+        primary: the judge that always runs (must not fail; wrap it in a
+            :class:`FallbackJudge` otherwise).
+        secondary: the judge asked below the threshold.
+        threshold: in ``[0, 1]``; 0 never consults the secondary, 1 always does.
+        name: the cascade's name (default ``"primary>secondary"``).
+
+    Example:
+        >>> from stream_langchain.judge import CascadeJudge, KeywordJudge
+        >>> j = CascadeJudge(KeywordJudge(), KeywordJudge(), threshold=0.0)
+        >>> _ = j.judge("What is 2 + 2?"); (j.consulted, j.total)
+        (0, 1)
+    """
+
+    def __init__(
+        self, primary: Judge, secondary: Judge, threshold: float = 0.6, *, name: str | None = None
+    ) -> None:
+        if not 0.0 <= threshold <= 1.0:
+            raise ValueError("CascadeJudge threshold must be within [0, 1]")
+        self.primary = primary
+        self.secondary = secondary
+        self.threshold = threshold
+        self.name = name or f"{primary.name}>{secondary.name}"
+        self.consulted = 0
+        self.total = 0
+        self._lock = Lock()
+
+    def _needs_secondary(self, first: Judgement) -> bool:
+        with self._lock:
+            self.total += 1
+            ask = first.confidence < self.threshold
+            if ask:
+                self.consulted += 1
+        return ask
+
+    def _merge(self, first: Judgement, second: Judgement | None, error: str | None) -> Judgement:
+        # ms=0 lets Judge.judge time the whole cascade, not only its last step
+        if second is None:
+            errors = first.errors + (error,) if error else first.errors
+            return replace(first, errors=errors, ms=0.0)
+        return replace(second, errors=first.errors + second.errors, ms=0.0)
+
+    def _judge(self, text: str) -> Judgement:
+        first = self.primary.judge(text)
+        if not self._needs_secondary(first):
+            return first
+        try:
+            second = self.secondary.judge(text)
+        except Exception as exc:
+            return self._merge(first, None, f"{self.secondary.name}: {exc}")
+        return self._merge(first, second, None)
+
+    async def _ajudge(self, text: str) -> Judgement:
+        first = await self.primary.ajudge(text)
+        if not self._needs_secondary(first):
+            return first
+        try:
+            second = await self.secondary.ajudge(text)
+        except Exception as exc:
+            return self._merge(first, None, f"{self.secondary.name}: {exc}")
+        return self._merge(first, second, None)
 
 
 class CachedJudge(Judge):

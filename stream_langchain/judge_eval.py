@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -138,12 +138,13 @@ def metrics(y_true: Sequence[str], y_pred: Sequence[str],
     return out
 
 
-def _progress(total: int, label: str, enabled: bool) -> Any:
+def _progress(enabled: bool) -> Any:
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     return Progress("[progress.description]{task.description}", BarColumn(),
                     MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled,
-                    transient=False)
+                    transient=False, console=Console(stderr=True))
 
 
 def evaluate_judge(
@@ -161,7 +162,7 @@ def evaluate_judge(
     lat: list[float] = []
     probs: list[list[float] | None] = []
     errors = 0
-    with _progress(len(rows), description or judge.name, progress) as bar:
+    with _progress(progress) as bar:
         task = bar.add_task(description or judge.name, total=len(rows))
         for r in rows:
             t0 = time.perf_counter()
@@ -193,13 +194,16 @@ def cross_validate_embedded(
     seed: int = 0,
     progress: bool = True,
     static: Any = None,
+    wrap: Callable[[Judge], Judge] | None = None,
 ) -> dict[str, Any]:
     """Stratified k-fold CV of the embedded judge: each fold's model never saw that fold.
 
     The static word vectors (label-free, distilled from all-MiniLM-L6-v2) are reused from the
     shipped artifact; everything that learns from labels (the three heads, the calibration
     temperature and the HIGH threshold) is refit on the other folds only. Needs
-    scikit-learn (the ``judge-train`` extra).
+    scikit-learn (the ``judge-train`` extra). ``wrap`` turns each fold's embedded judge into
+    the judge actually scored (for example a :class:`~stream_langchain.judge.CascadeJudge`
+    with the fold's model as primary).
     """
     try:
         from sklearn.model_selection import StratifiedKFold
@@ -218,13 +222,15 @@ def cross_validate_embedded(
     fold_of = np.zeros(len(rows), dtype=int)
     thresholds: list[float] = []
     skf = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    with _progress(len(rows), "embedded (CV)", progress) as bar:
+    with _progress(progress) as bar:
         task = bar.add_task(f"embedded, {folds}-fold CV", total=len(rows))
         for k, (tr, te) in enumerate(skf.split(np.zeros(len(y)), y)):
             model = fit_heads([texts[i] for i in tr], [LABELS[y[i]] for i in tr], static,
                               HeadConfig(seed=seed))
             thresholds.append(model.high_threshold)
-            judge = EmbeddedJudge(model=model)
+            judge: Judge = EmbeddedJudge(model=model)
+            if wrap is not None:
+                judge = wrap(judge)
             for i in te:
                 t0 = time.perf_counter()
                 out = judge.judge(texts[i])
@@ -300,7 +306,7 @@ def write_report(results: dict[str, dict[str, Any]], out_dir: str | Path,
     for name, m in results.items():
         clean[name] = {k: v for k, v in m.items() if not k.startswith("_")}
         title = (f"{name}: acc {m['accuracy']:.3f}, macro-F1 {m['macro_f1']:.3f}\n"
-                 f"{m.get('protocol', '')}")
+                 f"{m.get('protocol_short', '')} (n={m['n']})")
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
         pngs.append(plot_confusion(m["confusion"]["rows_true_cols_pred"], title,
                                    d / f"confusion_{safe}.png"))
