@@ -24,6 +24,7 @@ import concurrent.futures
 import concurrent.futures.process  # noqa: F401 - its exit hook must be registered first
 import contextlib
 import multiprocessing
+import os
 import signal
 import threading
 import weakref
@@ -42,8 +43,14 @@ _PREVIOUS_SIGTERM: Any = None
 
 def _close_all() -> None:
     for stack in list(_LIVE):
+        if stack._owner_pid != os.getpid():
+            continue  # a forked child (a pool worker) never owns the parent's stack
         with contextlib.suppress(Exception):
             stack.close()
+
+
+# Pool workers are forked from the owner: they must not inherit the list of stacks to close.
+os.register_at_fork(after_in_child=_LIVE.clear)
 
 
 # Run before concurrent.futures' own exit hook, which would otherwise wait for a running
@@ -133,6 +140,7 @@ class EmbeddedHPC:
         self._executor: concurrent.futures.ProcessPoolExecutor | None = None
         self._chat: ChatHPC | None = None
         self._lock = threading.RLock()
+        self._owner_pid = os.getpid()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -151,6 +159,7 @@ class EmbeddedHPC:
                 return self
             import relay
 
+            self._owner_pid = os.getpid()
             _LIVE.add(self)
             _install_sigterm_handler()
             try:
