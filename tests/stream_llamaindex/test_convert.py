@@ -10,8 +10,8 @@ from langchain_core.messages import (
     SystemMessage,
     ToolMessage,
 )
-from llama_index.core.llms import ChatMessage, ChatResponse, TextBlock
 from llama_index.core.base.llms.types import ThinkingBlock, ToolCallBlock
+from llama_index.core.llms import ChatMessage, ChatResponse, TextBlock
 
 from stream_llamaindex._convert import (
     StreamedTurn,
