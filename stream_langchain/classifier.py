@@ -532,12 +532,18 @@ def _fit_raw(hand: np.ndarray, emb: np.ndarray, grams: list[dict[int, float]],
     idf = np.log((1.0 + len(grams)) / (1.0 + df)) + 1.0
     m_h = lr(cfg.c_hand).fit((hand - hm) / hs, y)
     m_e = lr(cfg.c_embed).fit((emb - em) / es, y)
-    m_g = lr(cfg.c_ngram).fit(_ngram_matrix(grams, idf), y)
+    # fit on the buckets that occur only: same optimum (unseen columns stay 0), far fewer
+    # parameters for L-BFGS
+    x_g = _ngram_matrix(grams, idf)
+    used = np.flatnonzero(df > 0)
+    m_g = lr(cfg.c_ngram).fit(x_g[:, used], y)
+    w_ngram = np.zeros((cfg.n_buckets, 3), dtype=np.float32)
+    w_ngram[used] = m_g.coef_.T
     return {
         "hand_mean": hm, "hand_std": hs, "w_hand": m_h.coef_.T.copy(), "b_hand": m_h.intercept_,
         "emb_mean": em, "emb_std": es, "w_embed": m_e.coef_.T.copy(), "b_embed": m_e.intercept_,
         "idf": idf.astype(np.float32),
-        "w_ngram": m_g.coef_.T.astype(np.float32), "b_ngram": m_g.intercept_,
+        "w_ngram": w_ngram, "b_ngram": m_g.intercept_,
     }
 
 
@@ -599,10 +605,18 @@ def fit_heads(
     if counts.min() < cfg.inner_folds:
         raise ValueError(f"each label needs >= {cfg.inner_folds} examples, got {counts.tolist()}")
     from sklearn.model_selection import StratifiedKFold
+    from threadpoolctl import threadpool_limits
 
+    # one BLAS thread: L-BFGS on small problems is far slower with contended threads
+    with threadpool_limits(limits=1):
+        return _fit_heads(list(texts), y, counts, static, cfg, meta, StratifiedKFold)
+
+
+def _fit_heads(texts: list[str], y: np.ndarray, counts: np.ndarray, static: StaticEmbeddings,
+               cfg: HeadConfig, meta: dict[str, Any] | None, kfold: Any) -> EmbeddedModel:
     hand, emb, grams = _features(texts, static, cfg.n_buckets)
     oof = np.zeros((len(y), 3, 3))
-    skf = StratifiedKFold(cfg.inner_folds, shuffle=True, random_state=cfg.seed)
+    skf = kfold(cfg.inner_folds, shuffle=True, random_state=cfg.seed)
     for tr, te in skf.split(hand, y):
         raw = _fit_raw(hand[tr], emb[tr], [grams[i] for i in tr], y[tr], cfg)
         oof[te] = _raw_logits(raw, hand[te], emb[te], [grams[i] for i in te])
