@@ -1,0 +1,1 @@
+"""Complexity-judge benchmark (see __main__.py)."""

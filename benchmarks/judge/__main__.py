@@ -1,0 +1,108 @@
+"""``python -m benchmarks.judge``: the complexity-judge benchmark on the 1,200-query file.
+
+Runs ``stream bench judge`` for the embedded judge (5-fold cross-validation, trained only on
+the other folds), the keyword judge (no training) and the shipped artifact (trained on this
+very file: a training-set figure, reported only as such), then measures what the CLI does
+not: the embedded judge's cold load time in a fresh interpreter, and its trade-off curve of
+free-tier retention against HIGH recall (out-of-fold P(HIGH) thresholds) beside the
+published judges. Writes ``results/judge_report.json``, ``results/confusion_*.png``,
+``results/load_and_tradeoff.json`` and ``results/tradeoff.png``.
+
+Usage::
+
+    .venv/bin/python -m benchmarks.judge [PATH] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from stream_langchain._cli_judge import PUBLISHED
+from stream_langchain._cli_judge import main as cli_main
+from stream_langchain.judge_eval import default_dataset
+
+__all__: list[str] = []
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+REPO = HERE.parents[1]
+
+
+def _cold_load_s(runs: int = 3) -> list[float]:
+    """Seconds to import the classifier, load the artifact and judge once, in a new process."""
+    code = ("import time; t = time.perf_counter(); "
+            "from stream_langchain.classifier import EmbeddedJudge; "
+            "EmbeddedJudge().judge('warm up'); print(time.perf_counter() - t)")
+    out = []
+    for _ in range(runs):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=REPO, check=True, timeout=120)
+        out.append(round(float(proc.stdout.strip()), 3))
+    return out
+
+
+def _plot_tradeoff(sweep: list[dict[str, float]], chosen: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=120)
+    ax.plot([s["free_tier_retention"] for s in sweep], [s["high_recall"] for s in sweep],
+            "o-", label="embedded, P(HIGH) threshold sweep (out-of-fold)")
+    for s in sweep:
+        ax.annotate(f"{s['threshold']:.2f}", (s["free_tier_retention"], s["high_recall"]),
+                    fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.plot([chosen["free_tier_retention"]], [chosen["high_recall"]], "r*", ms=12,
+            label="embedded, threshold chosen inside each training fold")
+    for name, m in PUBLISHED.items():
+        ax.plot([m["free_tier_retention"]], [m["high_recall"]], "s", label=name)
+    ax.axvline(0.85, color="grey", ls=":", lw=1)
+    ax.axhline(0.75, color="grey", ls=":", lw=1)
+    ax.set_xlabel("free-tier retention (non-HIGH kept off cloud)")
+    ax.set_ylabel("HIGH recall")
+    ax.set_title("Retention vs HIGH recall, 1,200 queries (5-fold CV)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit status."""
+    ap = argparse.ArgumentParser(description="complexity-judge benchmark")
+    ap.add_argument("path", nargs="?", help="labelled JSONL (default: the 1,200 queries)")
+    ap.add_argument("--quick", action="store_true", help="first 150 queries, 3 folds")
+    args = ap.parse_args(argv)
+    path = Path(args.path) if args.path else default_dataset()
+    print(f"data: {path}")
+    cmd = ["bench", "judge", str(path), "--judge", "embedded", "--judge", "keyword",
+           "--judge", "embedded-shipped", "--out", str(RESULTS)]
+    if args.quick:
+        cmd += ["--limit", "150", "--folds", "3"]
+    rc = cli_main(cmd)
+    if rc:
+        return rc
+    report = json.loads((RESULTS / "judge_report.json").read_text())
+    emb = report["judges"]["embedded"]
+    load = _cold_load_s()
+    extra = {
+        "cold_load_s": {"runs": load, "max": max(load)},
+        "embedded_latency_ms": emb["latency_ms"],
+        "keyword_latency_ms": report["judges"]["keyword"]["latency_ms"],
+        "tradeoff_sweep": emb["high_threshold_sweep"],
+        "chosen": {k: emb[k] for k in ("free_tier_retention", "high_recall", "accuracy")},
+    }
+    (RESULTS / "load_and_tradeoff.json").write_text(json.dumps(extra, indent=2) + "\n")
+    _plot_tradeoff(emb["high_threshold_sweep"], extra["chosen"], RESULTS / "tradeoff.png")
+    print(f"cold load (import + artifact + first judgement): {load} s")
+    print(f"wrote {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
