@@ -43,7 +43,8 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
         A summary: ``ok``, ``mode`` (``"stream"`` or ``"batch"``), ``error`` (message or
         ``None``), ``error_kind`` (``"backend"``, ``"relay"``, ``"request"`` or ``None``),
         ``cancelled`` (the consumer left early), ``frames`` (payloads sent),
-        ``completion_tokens``, ``prompt_tokens``, ``backend_ttft_s``, ``duration_s`` and,
+        ``completion_tokens``, ``prompt_tokens``, ``backend_ttft_s`` (from sending the HTTP
+        request to the backend until its first token arrived), ``duration_s`` and,
         in batch mode, ``completion`` (the full OpenAI response).
     """
     import json
@@ -157,6 +158,7 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
         usage: dict = {}
         saw_done = False
         finish_reason = None
+        requested = time.monotonic()  # backend TTFT is measured from here (the HTTP request)
         with (
             httpx.Client(timeout=http_timeout, headers=headers) as client,
             client.stream("POST", endpoint, json=body) as resp,
@@ -199,7 +201,7 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
                     if "content" in payload or "tool_calls" in payload:
                         summary["completion_tokens"] += 1
                         if summary["backend_ttft_s"] is None:
-                            summary["backend_ttft_s"] = time.monotonic() - started
+                            summary["backend_ttft_s"] = time.monotonic() - requested
                     if summary["frames"] == 0 and chunk.get("model"):
                         payload["model"] = chunk["model"]
                     producer.send(payload)

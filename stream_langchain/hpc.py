@@ -276,7 +276,9 @@ class ChatHPC(BaseChatModel):
 
     The final chunk carries ``usage_metadata`` and ``response_metadata`` with ``hpc_mode``
     (``"stream"`` or ``"batch"``), ``hpc_fallback_reason`` (batch only), ``hpc_queue_ms``
-    (submit to task start) and ``model_name``.
+    (submit to task start), ``hpc_backend_ttft_ms`` (the backend's own TTFT as measured on
+    the node, so ``ttft - hpc_backend_ttft_ms`` is what the dual-channel path adds) and
+    ``model_name``.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -586,6 +588,7 @@ class ChatHPC(BaseChatModel):
             usage: dict[str, Any] | None = None
             finish_reason: str | None = None
             model_name: str | None = None
+            backend_ttft: float | None = None
             while True:
                 timeout = {
                     "queue": self.queue_timeout,
@@ -654,6 +657,7 @@ class ChatHPC(BaseChatModel):
                         yield delta
                 elif kind == "usage":
                     usage = payload.get("usage")
+                    backend_ttft = payload.get("backend_ttft_s")
                 else:
                     raise HPCError(
                         f"unexpected payload from the HPC node: {kind!r}", tokens=tokens_out
@@ -663,6 +667,7 @@ class ChatHPC(BaseChatModel):
                 "hpc_mode": "stream",
                 "model_name": model_name or self.model,
                 "hpc_queue_ms": None if started_at is None else (started_at - submitted) * 1000,
+                "hpc_backend_ttft_ms": None if backend_ttft is None else backend_ttft * 1000,
                 "hpc_total_ms": _ms(submitted),
             }
             yield _final_chunk(_usage(usage or consumer_usage, tokens_out), meta, finish_reason)

@@ -254,6 +254,9 @@ def test_stream_through_relay_yields_tokens_and_usage(
     assert total.usage_metadata is not None
     assert total.usage_metadata["output_tokens"] == len(texts) <= 12
     assert total.response_metadata["hpc_mode"] == "stream"
+    assert (
+        0 < total.response_metadata["hpc_backend_ttft_ms"] < total.response_metadata["hpc_total_ms"]
+    )
     summary = executor.futures[0].result(timeout=30)
     assert summary["ok"] and summary["frames"] >= len(texts)
 

@@ -1,0 +1,1 @@
+"""HPC tier TTFT benchmark: relay streaming vs batch mode, and the dual-channel overhead."""
