@@ -56,13 +56,16 @@ def _llm_model(args: argparse.Namespace) -> Any:
         return ChatOllama(model=args.ollama, temperature=0, num_predict=8)
     if getattr(args, "llm_base_url", None):
         from langchain_openai import ChatOpenAI
+        from pydantic import SecretStr
 
-        key = os.environ.get("OPENAI_API_KEY", "not-needed")
+        key = SecretStr(os.environ.get("OPENAI_API_KEY", "not-needed"))
+        # llama.cpp's server reads max_tokens only (see DESIGN.md), hence extra_body too
         return ChatOpenAI(base_url=args.llm_base_url, model=args.llm_model, api_key=key,
-                          temperature=0, max_tokens=8, extra_body={"max_tokens": 8})
+                          temperature=0, max_tokens=8,  # type: ignore[call-arg]
+                          extra_body={"max_tokens": 8})
     from stream_langchain.llamacpp import ChatLlamaCpp
 
-    return ChatLlamaCpp(temperature=0, max_tokens=4)
+    return ChatLlamaCpp(temperature=0, max_tokens=4)  # type: ignore[call-arg]
 
 
 def _llm_judge(args: argparse.Namespace) -> LLMJudge:
@@ -91,7 +94,9 @@ def build_judge(kind: str, args: argparse.Namespace) -> Judge:
 
 
 def _add_llm_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("LLM judge (--judge llm|cascade)")
+    g = p.add_argument_group(
+        "LLM judge (--judge llm|cascade)",
+        "Default LLM: the bundled Gemma 3 270M through llama.cpp (in-process).")
     g.add_argument("--ollama", metavar="MODEL", help="Ollama model, e.g. llama3.2:3b")
     g.add_argument("--llm-base-url", metavar="URL", help="OpenAI-compatible server")
     g.add_argument("--llm-model", default="local", help="model name at --llm-base-url")
@@ -101,7 +106,6 @@ def _add_llm_options(p: argparse.ArgumentParser) -> None:
                    help="ask for structured output where the model supports it")
     g.add_argument("--threshold", type=float, default=0.6,
                    help="cascade: consult the LLM below this embedded confidence")
-    g.epilog = "Default LLM: the bundled Gemma 3 270M through llama.cpp (in-process)."
 
 
 # --------------------------------------------------------------------------- stream judge
@@ -182,13 +186,16 @@ def _cmd_bench_judge(args: argparse.Namespace) -> int:
             m = cross_validate_embedded(rows, folds=args.folds, seed=args.seed, progress=progress)
         elif kind == "cascade":
             llm = _llm_judge(args)
-            m = cross_validate_embedded(
-                rows, folds=args.folds, seed=args.seed, progress=progress,
-                wrap=lambda j: CascadeJudge(j, llm, threshold=args.threshold))
+
+            def wrap(j: Judge, llm: Judge = llm) -> Judge:
+                return CascadeJudge(j, llm, threshold=args.threshold)
+
+            m = cross_validate_embedded(rows, folds=args.folds, seed=args.seed,
+                                        progress=progress, wrap=wrap)
         else:
             judge = build_judge(kind, args)
             if kind == "embedded-shipped":
-                meta = getattr(judge, "model").meta
+                meta = judge.model.meta  # type: ignore[attr-defined]
                 trained_on_file = meta.get("data_sha256") == sha and not meta.get("limit")
             m = evaluate_judge(judge, rows, progress=progress, description=kind)
         m["protocol"] = _protocol(kind, args.folds, trained_on_file)

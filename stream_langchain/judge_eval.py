@@ -243,7 +243,7 @@ def cross_validate_embedded(
     m["errors"] = 0
     m["fold_high_thresholds"] = [_r(t) for t in thresholds]
     m["per_fold_accuracy"] = [
-        _r(np.mean([preds[i] == LABELS[y[i]] for i in np.flatnonzero(fold_of == k)]))
+        _r(float(np.mean([preds[i] == LABELS[y[i]] for i in np.flatnonzero(fold_of == k)])))
         for k in range(folds)
     ]
     m["high_threshold_sweep"] = _sweep(probs, y)
