@@ -10,7 +10,9 @@ re-executes the ``def`` without this module's ``from __future__ import annotatio
 
 ``request`` is an OpenAI chat-completions body plus ``backend_url`` (the OpenAI-compatible
 base URL of vLLM or llama.cpp on the node, for example ``http://127.0.0.1:8000/v1``) and
-optionally ``backend_api_key`` and ``backend_timeout`` (seconds, connect and between bytes).
+optionally ``backend_api_key``, ``backend_timeout`` (seconds: connecting, and waiting between
+bytes of a stream) and ``backend_batch_timeout`` (seconds: waiting for a whole non-streamed
+answer; default 600).
 
 Payloads pushed through the relay (all dicts with a ``type``):
 
@@ -94,13 +96,15 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
         headers["Authorization"] = f"Bearer {request['backend_api_key']}"
     timeout = float(request.get("backend_timeout") or 60.0)
     http_timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+    batch_timeout = float(request.get("backend_batch_timeout") or 600.0)
 
     def batch_fallback(reason: str) -> dict:
         batch_body = dict(body)
         batch_body.pop("stream_options", None)
         batch_body["stream"] = False
         try:
-            with httpx.Client(timeout=http_timeout, headers=headers) as client:
+            whole = httpx.Timeout(batch_timeout, connect=min(timeout, 10.0))
+            with httpx.Client(timeout=whole, headers=headers) as client:
                 resp = client.post(endpoint, json=batch_body)
             if resp.status_code != 200:
                 return finish(
@@ -244,7 +248,7 @@ def batch_chat(request: dict) -> dict:
 
     Args:
         request: OpenAI chat-completions body plus ``backend_url`` (and optionally
-            ``backend_api_key``, ``backend_timeout``). ``stream`` is forced off.
+            ``backend_api_key``, ``backend_batch_timeout``). ``stream`` is forced off.
 
     Returns:
         ``{"ok": True, "mode": "batch", "completion": <OpenAI response dict>,
@@ -273,7 +277,7 @@ def batch_chat(request: dict) -> dict:
     headers = {}
     if request.get("backend_api_key"):
         headers["Authorization"] = f"Bearer {request['backend_api_key']}"
-    timeout = float(request.get("backend_timeout") or 600.0)
+    timeout = float(request.get("backend_batch_timeout") or 600.0)
     try:
         with httpx.Client(timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))) as client:
             resp = client.post(endpoint, json=body, headers=headers)

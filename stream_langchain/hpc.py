@@ -446,6 +446,7 @@ class ChatHPC(BaseChatModel):
         body.update({k: v for k, v in kwargs.items() if v is not None})
         body["backend_url"] = self.backend_url
         body["backend_timeout"] = self.backend_timeout
+        body["backend_batch_timeout"] = self.batch_timeout
         if self.backend_api_key is not None:
             body["backend_api_key"] = self.backend_api_key.get_secret_value()
         return body

@@ -168,3 +168,14 @@ def test_stream_chat_relay_unreachable_runs_batch(llama_server: LlamaServer) -> 
     assert summary["ok"] and summary["mode"] == "batch"
     assert summary["completion"]["choices"][0]["message"]["content"]
     assert "RelayUnreachable" in summary["relay_error"]
+
+
+@pytest.mark.slow
+def test_batch_answers_are_not_cut_by_the_stream_idle_timeout(llama_server: LlamaServer) -> None:
+    """A whole-answer wait uses backend_batch_timeout, not the per-byte stream timeout."""
+    out = batch_chat(
+        _request(
+            llama_server.base_url, max_tokens=20, backend_timeout=0.001, backend_batch_timeout=120
+        )
+    )
+    assert out["ok"] and out["completion_tokens"] >= 1
