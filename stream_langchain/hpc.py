@@ -34,6 +34,7 @@ from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
+from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
@@ -287,8 +288,11 @@ class ChatHPC(BaseChatModel):
     """Runs the HPC functions: any ``concurrent.futures.Executor``."""
     relay_url: str | None = None
     """Relay base URL (``ws://host:port`` or ``wss://...``); ``None`` means batch mode only."""
-    relay_secret: SecretStr | None = Field(default=None, repr=False)
-    """The relay's secret, used to mint per-channel capability tokens (never sent anywhere)."""
+    relay_secret: SecretStr | None = Field(
+        default_factory=secret_from_env("STREAM_RELAY_SECRET", default=None), repr=False
+    )
+    """The relay's secret, used to mint per-channel capability tokens (never sent anywhere);
+    read from ``STREAM_RELAY_SECRET`` when not given."""
     backend_url: str = "http://127.0.0.1:8000/v1"
     """OpenAI-compatible base URL of the model server, as the HPC node sees it."""
     backend_api_key: SecretStr | None = Field(default=None, repr=False)
@@ -386,7 +390,7 @@ class ChatHPC(BaseChatModel):
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
         params = super()._get_ls_params(stop=stop, **kwargs)
         params["ls_provider"] = "stream-hpc"
-        params["ls_model_name"] = self.model
+        params["ls_model_name"] = kwargs.get("model", self.model)
         if self.max_tokens:
             params["ls_max_tokens"] = self.max_tokens
         if self.temperature is not None:
