@@ -87,7 +87,7 @@ class StreamSection(_Section):
     """``False`` guarantees nothing is sent to the cloud tier."""
     high_threshold: float = Field(0.0, ge=0.0, le=1.0)
     """Cost-quality knob: a HIGH label is kept only when P(HIGH) >= this (0 disables)."""
-    cascade_threshold: float = Field(0.6, ge=0.0, le=1.0)
+    cascade_threshold: float = Field(0.5, ge=0.0, le=1.0)
     """With ``judge = "cascade"``: ask the LLM judge when the embedded judge is less sure."""
 
 
