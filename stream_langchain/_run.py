@@ -60,12 +60,12 @@ def describe(exc: BaseException) -> str:
     Example:
         >>> try:
         ...     try:
-        ...         raise ConnectionRefusedError(111, "Connection refused")
+        ...         raise ConnectionRefusedError(111, "refused")
         ...     except OSError as e:
         ...         raise RuntimeError("Connection error.") from e
         ... except RuntimeError as e:
         ...     print(describe(e))
-        RuntimeError: Connection error. (cause: ConnectionRefusedError: [Errno 111] Connection refused)
+        RuntimeError: Connection error. (cause: ConnectionRefusedError: [Errno 111] refused)
     """
     root = exc
     seen = {id(exc)}
@@ -134,8 +134,14 @@ class RequestRun:
             return continuation(self.messages, "".join(self.partial))
         return list(self.messages)
 
-    def on_chunk(self, tier: str, message: AIMessageChunk) -> ChatGenerationChunk:
-        """Re-emit a sub-model chunk as ours (its id and end marker dropped)."""
+    def on_chunk(self, tier: str, message: BaseMessage) -> ChatGenerationChunk:
+        """Re-emit a sub-model chunk as ours (its id and end marker dropped).
+
+        A tier whose ``stream`` falls back to ``invoke`` (``disable_streaming``, for example
+        ``"tool_calling"``) yields one whole ``AIMessage``: it is taken as a single chunk.
+        """
+        if not isinstance(message, AIMessageChunk):
+            message = AIMessageChunk(**message.model_dump(exclude={"type"}))
         if _has_output(message):
             if self.ttft_ms is None:
                 self.ttft_ms = (time.perf_counter() - self.started) * 1000.0

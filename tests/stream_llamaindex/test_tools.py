@@ -14,19 +14,11 @@ import pytest
 from langchain_openai import ChatOpenAI
 from llama_index.core.tools import FunctionTool
 
-from stream_langchain import AllTiersFailed, ChatStream, KeywordJudge
+from stream_langchain import ChatStream, KeywordJudge
 from stream_langchain.llama_server import LlamaServer
 from stream_llamaindex import StreamLLM
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.xfail(
-        raises=AllTiersFailed, strict=True,
-        reason="ChatStream's RequestRun.on_chunk assumes AIMessageChunk, but a tier whose "
-        "stream falls back to invoke (disable_streaming) yields an AIMessage; fix in "
-        "/work/notes/patch-streamllm.diff (remove this marker once applied)",
-    ),
-]
+pytestmark = pytest.mark.slow
 
 
 def add(a: int, b: int) -> int:
