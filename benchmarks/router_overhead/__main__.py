@@ -71,9 +71,9 @@ def measure(name: str, sub: BaseChatModel, reset: Any, runs: int) -> dict[str, A
     for i, q in enumerate(queries(runs)):
         if i % 2 == 0:
             d = ttft(sub, q, reset)
-            r = ttft(router, q + " ", reset)
+            r = ttft(router, q, reset)
         else:
-            r = ttft(router, q + " ", reset)
+            r = ttft(router, q, reset)
             d = ttft(sub, q, reset)
         direct.append(d)
         routed.append(r)
