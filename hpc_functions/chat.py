@@ -232,8 +232,11 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
                         payload["model"] = chunk["model"]
                     producer.send(payload)
                     summary["frames"] += 1
-        if not saw_done and finish_reason is None:
-            return fail("backend stream ended before completion (no [DONE])", "backend")
+        if finish_reason is None:
+            # Every complete OpenAI-style stream names why it ended; a stream without that
+            # was cut (connection lost, or a server that interrupts it for another request).
+            why = "without a finish_reason" if saw_done else "before completion (no [DONE])"
+            return fail(f"backend stream ended {why}: the answer was cut short", "backend")
         if usage:
             summary["completion_tokens"] = (
                 int(usage.get("completion_tokens") or 0) or summary["completion_tokens"]

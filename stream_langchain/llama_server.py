@@ -136,6 +136,9 @@ class LlamaServer:
         n_ctx: Context window in tokens.
         n_threads: CPU threads for generation; ``None`` lets llama.cpp decide.
         model_alias: The model name the server reports and accepts.
+        interrupt_requests: llama.cpp's server default (``True``) ends a running stream with a
+            bare ``[DONE]`` when another request arrives: concurrent answers come back cut
+            short. ``False`` (the default here) queues them, as vLLM would serve them.
         startup_timeout: Seconds to wait for the server to answer before giving up.
         stop_grace: Seconds between SIGTERM and SIGKILL when stopping.
         extra_args: More command-line arguments for ``llama_cpp.server``.
@@ -158,6 +161,7 @@ class LlamaServer:
         n_ctx: int = 2048,
         n_threads: int | None = None,
         model_alias: str = "gemma-3-270m",
+        interrupt_requests: bool = False,
         # Timeouts
         startup_timeout: float = 120.0,
         stop_grace: float = 2.0,
@@ -177,6 +181,7 @@ class LlamaServer:
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.model_alias = model_alias
+        self.interrupt_requests = interrupt_requests
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace
         self.extra_args = tuple(extra_args)
@@ -284,6 +289,8 @@ class LlamaServer:
             self.chat_format,
             "--n_ctx",
             str(self.n_ctx),
+            "--interrupt_requests",
+            str(self.interrupt_requests),
         ]
         if self.n_threads is not None:
             cmd += ["--n_threads", str(self.n_threads)]

@@ -373,3 +373,22 @@ def test_cancelling_an_async_consumer_task_stops_the_producer(
     asyncio.run(main())
     summary = executor.futures[0].result(timeout=60)
     assert summary["cancelled"] is True and summary["completion_tokens"] < 400
+
+
+@pytest.mark.slow
+def test_backend_that_interrupts_a_stream_is_an_error_not_a_short_answer(
+    executor: RecordingExecutor, hpc_relay: tuple[str, str]
+) -> None:
+    """llama.cpp (interrupt_requests=True) ends a stream with a bare [DONE] when another
+    request arrives; that must surface as an error, never as a cut-short answer."""
+    with LlamaServer(n_ctx=512, n_threads=1, interrupt_requests=True) as server:
+        llm = _hpc(executor, hpc_relay, backend_url=server.base_url, max_tokens=200)
+        results = llm.batch(
+            ["Tell a long story.", "Tell another long story."], return_exceptions=True
+        )
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert errors, "one of two concurrent streams must have been interrupted"
+    assert all(isinstance(e, HPCRemoteError) and "cut short" in str(e) for e in errors)
+    for r in results:
+        if not isinstance(r, Exception):
+            assert r.response_metadata["finish_reason"] == "length"
