@@ -8,8 +8,11 @@ resource_specification={})``, and the ``Result`` is unpacked and deserialized as
 
 The process workers run as an HPC node would: ``hpc_functions`` and ``stream_langchain`` are
 not importable there (a ``sitecustomize`` on their ``PYTHONPATH`` blocks them), only ``relay``
-(copied next to it) and the venv's third-party packages are. That is exactly what the shipped
-strategy (source, ``PureSourceDill``) needs; the SDK default (``DillCode``, by reference) fails.
+(copied next to it) and the venv's third-party packages are. The GlobusComputeEngine workers
+also have no entry of this source tree on ``sys.path`` (checked); the ProcessPoolEngine's
+spawned workers inherit the test process's ``sys.path``, so there the import hook alone keeps
+the client packages out. The shipped strategy (source, ``PureSourceDill``) works on both; the
+SDK default (``DillCode``, by reference) fails.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ class _NotInstalledHere(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, _NotInstalledHere())
 '''
+
+
+def where() -> dict:
+    """Runs on a worker: where relay comes from and what is on sys.path there."""
+    import sys
+
+    import relay
+
+    return {"relay": relay.__file__, "path": list(sys.path)}
 
 
 class RemoteTaskError(RuntimeError):
@@ -198,6 +210,24 @@ def test_ping_round_trip(engine: Any) -> None:
     """A packed ping task round-trips through the engine and reports relay + httpx present."""
     status = EngineExecutor(engine).submit(ping).result(timeout=60)
     assert status == {"ok": True, "python": status["python"], "missing": []}
+
+
+def test_gce_worker_path_holds_no_source_tree(
+    gc_engine: GlobusComputeEngine, node_site: Path
+) -> None:
+    """The GlobusComputeEngine worker imports relay from the node's install, and no entry of
+    its sys.path lies inside this source tree."""
+    seen = EngineExecutor(gc_engine).submit(where).result(timeout=60)
+    assert Path(seen["relay"]).is_relative_to(node_site)
+    venv = Path(sys.prefix).resolve()  # the venv may live inside the checkout; it is not source
+    source = [
+        p
+        for p in seen["path"]
+        if p
+        and Path(p).resolve().is_relative_to(REPO)
+        and not Path(p).resolve().is_relative_to(venv)
+    ]
+    assert source == []
 
 
 @pytest.mark.parametrize("engine_name", ["process_engine", "gc_engine"])
