@@ -29,6 +29,10 @@ from relay.server import RelayServer, RelayThread
 from relay.tokens import mint_token
 from tests.relay.conftest import SECRET, Stream, start_relay
 
+# Enough 16 kB frames (16 MB) that loopback socket buffers cannot absorb them all, so a
+# paused producer really is held back.
+FRAMES = 1000
+
 
 def _get(url: str) -> tuple[int, str, str]:
     http = url.replace("ws://", "http://")
@@ -194,7 +198,7 @@ async def test_buffer_before_the_consumer_joins_is_bounded_and_lossless(stream: 
         ) as producer:
 
             async def produce() -> None:
-                for i in range(400):
+                for i in range(FRAMES):
                     await producer.send({"i": i, "pad": "x" * 16_000})
                 await producer.close()
 
@@ -202,12 +206,13 @@ async def test_buffer_before_the_consumer_joins_is_bounded_and_lossless(stream: 
             await asyncio.sleep(0.5)
             peak = relay.server.metrics.buffered_bytes
             assert 0 < peak <= limit + 256 * 1024 + 17_000
+            assert not task.done()  # held back, not dropped
             async with Consumer(
                 relay.url, stream.channel, stream.tokens.consumer, stream.key
             ) as consumer:
                 received = [payload["i"] async for payload in consumer]
             await task
-    assert received == list(range(400))
+    assert received == list(range(FRAMES))
 
 
 async def test_slow_consumer_gets_backpressure_not_unbounded_buffers(stream: Stream) -> None:
@@ -223,7 +228,7 @@ async def test_slow_consumer_gets_backpressure_not_unbounded_buffers(stream: Str
             ) as producer:
 
                 async def produce() -> None:
-                    for i in range(400):
+                    for i in range(FRAMES):
                         await producer.send({"i": i, "pad": "x" * 16_000})
                     await producer.close()
 
@@ -241,7 +246,7 @@ async def test_slow_consumer_gets_backpressure_not_unbounded_buffers(stream: Str
                 assert not task.done()
                 received = [payload["i"] async for payload in consumer]
                 await task
-    assert received == list(range(400))
+    assert received == list(range(FRAMES))
 
 
 def test_one_sided_channel_is_reaped(stream: Stream) -> None:
@@ -448,7 +453,7 @@ async def test_relay_wide_buffer_budget_pauses_every_waiting_producer() -> None:
             async with AsyncProducer(
                 relay.url, stream.channel, stream.tokens.producer, stream.key
             ) as producer:
-                for i in range(300):
+                for i in range(FRAMES):
                     await producer.send({"i": i, "pad": "x" * 16_000})
                 await producer.close()
 
@@ -460,5 +465,5 @@ async def test_relay_wide_buffer_budget_pauses_every_waiting_producer() -> None:
             async with Consumer(
                 relay.url, stream.channel, stream.tokens.consumer, stream.key
             ) as consumer:
-                assert [p["i"] async for p in consumer] == list(range(300))
+                assert [p["i"] async for p in consumer] == list(range(FRAMES))
         await asyncio.gather(*tasks)
