@@ -8,10 +8,11 @@ Example:
 
 from __future__ import annotations
 
-from stream_langchain._run import AllTiersFailed, TierFailure
+from stream_langchain._run import AllTiersFailed, TierFailure, model_name
 from stream_langchain.chat_model import ChatStream
 from stream_langchain.judge import (
     CachedJudge,
+    CascadeJudge,
     Complexity,
     FallbackJudge,
     Judge,
@@ -25,6 +26,7 @@ from stream_langchain.settings import Settings, SettingsError
 __all__ = [
     "AllTiersFailed",
     "CachedJudge",
+    "CascadeJudge",
     "ChatStream",
     "Complexity",
     "FallbackJudge",
@@ -36,4 +38,5 @@ __all__ = [
     "Settings",
     "SettingsError",
     "TierFailure",
+    "model_name",
 ]

@@ -41,7 +41,7 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 
-from stream_langchain._run import model_name
+from stream_langchain import model_name
 from stream_langchain.chat_model import CONFIG_KEY, ChatStream
 from stream_langchain.routing import validate_tier
 from stream_llamaindex._convert import (
