@@ -82,6 +82,9 @@ def _footer(rec: dict[str, Any], elapsed: float) -> str:
     rate = out_tokens / gen_s if gen_s > 0 and out_tokens else 0.0
     parts = [f"TTFT {ttft:.0f} ms" if ttft is not None else "TTFT n/a",
              f"{out_tokens} tokens", f"{rate:.1f} tokens/s"]
+    ahead = _tiers_ahead(rec)
+    if ahead:
+        parts.append("skipped: " + "; ".join(f"{s['tier']} ({s['reason']})" for s in ahead))
     if rec.get("fallbacks"):
         parts.append("fallbacks: " + "; ".join(f"{f['tier']}: {f['error']}"
                                                for f in rec["fallbacks"]))
@@ -90,6 +93,18 @@ def _footer(rec: dict[str, Any], elapsed: float) -> str:
     if rec.get("hpc_mode"):
         parts.append(f"hpc mode: {rec['hpc_mode']}")
     return "[" + " | ".join(parts) + "]"
+
+
+def _tiers_ahead(rec: dict[str, Any]) -> list[dict[str, str]]:
+    """Skipped tiers the policy would have preferred to the one that answered."""
+    from stream_langchain.judge import Complexity
+    from stream_langchain.routing import DEFAULT_ORDER
+
+    if "complexity" not in rec or rec.get("override"):
+        return []
+    order = list(DEFAULT_ORDER[Complexity(rec["complexity"])])
+    rank = order.index(rec["tier"]) if rec.get("tier") in order else len(order)
+    return [s for s in rec.get("skipped", []) if s["tier"] in order[:rank]]
 
 
 def _answer(llm: Any, messages: list[BaseMessage], tier: str | None, printer: _Printer | None,
