@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -24,6 +25,8 @@ from stream_langchain.summarize import ContextFitter, count_text_tokens, count_t
 
 __all__ = ["AllTiersFailed", "ChatStream"]
 
+logger = logging.getLogger(__name__)
+
 CONFIG_KEY = "stream_tier"
 """``RunnableConfig["configurable"]`` key that forces a tier inside chains."""
 
@@ -40,7 +43,8 @@ def default_judge() -> Judge:
         return CachedJudge(KeywordJudge())
     try:
         return CachedJudge(FallbackJudge(EmbeddedJudge(), KeywordJudge()))
-    except Exception:  # a missing or unreadable artifact must not stop routing
+    except Exception as exc:  # a missing or unreadable artifact must not stop routing
+        logger.warning("embedded judge unavailable (%s); routing with the keyword judge", exc)
         return CachedJudge(KeywordJudge())
 
 
