@@ -56,7 +56,7 @@ def build_cloud(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatMo
 
 def build_hpc(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatModel | None:
     """The HPC tier (Globus Compute + relay) when an endpoint is configured."""
-    if not s.hpc.enabled:
+    if s.hpc.endpoint_id is None:
         return None
     source = os.environ if env is None else env
     if not s.hpc.relay_url:
