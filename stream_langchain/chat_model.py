@@ -160,6 +160,9 @@ class ChatStream(BaseChatModel):
     """Window over which tier failures are counted."""
     cooldown_s: float = Field(30.0, gt=0)
     """How long an open circuit keeps a tier out of routing."""
+    circuit_breaker: CircuitBreaker | None = Field(default=None, exclude=True)
+    """A breaker to use instead of one built from the three fields above (for example one
+    shared by several ChatStreams, or with an injected clock)."""
 
     # Standard parameters, applied to every tier model that has the matching field.
     temperature: float | None = None
@@ -188,7 +191,7 @@ class ChatStream(BaseChatModel):
         for tier in self.context_windows:
             validate_tier(tier)
         self._judge = self.judge if self.judge is not None else default_judge()
-        self._breaker = CircuitBreaker(
+        self._breaker = self.circuit_breaker or CircuitBreaker(
             threshold=self.failure_threshold, window=self.failure_window_s,
             cooldown=self.cooldown_s,
         )

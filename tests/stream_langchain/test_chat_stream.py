@@ -3,7 +3,6 @@ through ChatOpenAI, and real connection failures."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 
 from stream_langchain import AllTiersFailed, ChatStream, TierFailure
+from stream_langchain.routing import CircuitBreaker
 from tests.stream_langchain.conftest import DiesAfter, FixedJudge
 
 pytestmark = pytest.mark.slow
@@ -149,8 +149,10 @@ def test_all_tiers_down_names_every_cause(dead_model: BaseChatModel) -> None:
 def test_circuit_breaker_opens_and_closes(local_model: BaseChatModel,
                                           dead_model: BaseChatModel) -> None:
     """After N failures a tier is skipped; after the cooldown it is tried again."""
+    clock = {"now": 0.0}
+    breaker = CircuitBreaker(threshold=2, window=60, cooldown=30, clock=lambda: clock["now"])
     llm = ChatStream(local=local_model, hpc=dead_model, judge=FixedJudge("MEDIUM"),
-                     failure_threshold=2, cooldown_s=0.5)
+                     circuit_breaker=breaker)
     for _ in range(2):
         rec = llm.invoke("q").response_metadata["stream"]
         assert rec["fallbacks"][0]["tier"] == "hpc"
@@ -158,7 +160,7 @@ def test_circuit_breaker_opens_and_closes(local_model: BaseChatModel,
     rec = llm.invoke("q").response_metadata["stream"]
     assert rec["fallbacks"] == []
     assert {"tier": "hpc", "reason": "circuit open after repeated failures"} in rec["skipped"]
-    time.sleep(0.6)
+    clock["now"] = 31.0
     assert llm.breaker.state("hpc") == "half-open"
     rec = llm.invoke("q").response_metadata["stream"]
     assert rec["fallbacks"][0]["tier"] == "hpc", "half-open tier must be retried"
