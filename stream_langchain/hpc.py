@@ -38,6 +38,16 @@ from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, SecretStr, model_validator
 
+from stream_langchain.hpc_errors import (
+    HPCError,
+    HPCFirstTokenTimeout,
+    HPCIdleTimeout,
+    HPCQueueTimeout,
+    HPCRemoteError,
+    HPCTaskError,
+)
+from stream_langchain.hpc_globus import globus_executor, shipped_serializer
+
 __all__ = [
     "ChatHPC",
     "HPCError",
@@ -50,102 +60,6 @@ __all__ = [
     "new_relay_secret",
     "shipped_serializer",
 ]
-
-
-class HPCError(RuntimeError):
-    """Base class of every ChatHPC failure.
-
-    Attributes:
-        tokens: How many content/tool deltas had been yielded when it failed (0 means the
-            failure happened before the first chunk).
-    """
-
-    def __init__(self, message: str, *, tokens: int = 0) -> None:
-        super().__init__(message)
-        self.tokens = tokens
-
-
-class HPCQueueTimeout(HPCError, TimeoutError):
-    """The task did not start (reach the relay) within ``queue_timeout``."""
-
-
-class HPCFirstTokenTimeout(HPCError, TimeoutError):
-    """The task started but produced no token within ``first_token_timeout``."""
-
-
-class HPCIdleTimeout(HPCError, TimeoutError):
-    """The stream went silent for longer than ``idle_timeout`` between tokens."""
-
-
-class HPCRemoteError(HPCError):
-    """The HPC node reported an error (backend down, bad request, ...) in an authentic frame."""
-
-
-class HPCTaskError(HPCError):
-    """The executor could not run the task, or the task itself raised."""
-
-
-def shipped_serializer() -> Any:
-    """The ``ComputeSerializer`` ChatHPC ships functions with: by source (``PureSourceDill``).
-
-    Source serialization means the endpoint runs the client's version of
-    :mod:`hpc_functions` and needs only ``relay`` and ``httpx`` installed, not this package.
-
-    Returns:
-        A ``globus_compute_sdk.serialize.ComputeSerializer``.
-    """
-    from globus_compute_sdk.serialize import ComputeSerializer, PureSourceDill
-
-    return ComputeSerializer(strategy_code=PureSourceDill())
-
-
-def globus_executor(
-    endpoint_id: str,
-    *,
-    amqp_port: int | None = 443,
-    task_group_id: str | None = None,
-    client: Any = None,
-    **kwargs: Any,
-) -> concurrent.futures.Executor:
-    """Build the production executor: ``globus_compute_sdk.Executor`` for one endpoint.
-
-    Args:
-        endpoint_id: The Globus Compute endpoint UUID on the HPC system.
-        amqp_port: Port for the results queue (the service accepts 443, 5671, 5672).
-        task_group_id: Reuse a task group (optional).
-        client: A ``globus_compute_sdk.Client`` (default: the SDK builds one, which uses
-            your Globus login or ``GLOBUS_COMPUTE_CLIENT_ID``/``_SECRET``).
-        **kwargs: More ``globus_compute_sdk.Executor`` arguments.
-
-    Returns:
-        The executor (reuse it across requests; shut it down when done).
-
-    Raises:
-        ImportError: If ``globus-compute-sdk`` is not installed (the ``hpc`` extra).
-        ValueError: If ``endpoint_id`` is not a UUID.
-    """
-    import uuid
-
-    try:
-        uuid.UUID(str(endpoint_id))
-    except ValueError:
-        raise ValueError(
-            f"endpoint_id must be a Globus Compute endpoint UUID: {endpoint_id!r}"
-        ) from None
-    try:
-        from globus_compute_sdk import Executor
-    except ImportError as exc:
-        raise ImportError(
-            "the HPC tier needs globus-compute-sdk: pip install 'stream-tiered[hpc]'"
-        ) from exc
-    return Executor(  # type: ignore[no-any-return]
-        endpoint_id=endpoint_id,
-        amqp_port=amqp_port,
-        task_group_id=task_group_id,
-        client=client,
-        serializer=shipped_serializer(),
-        **kwargs,
-    )
 
 
 # -- payload -> chunk conversion (shared by the stream and batch paths) ----------------------
