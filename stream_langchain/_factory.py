@@ -54,8 +54,14 @@ def build_cloud(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatMo
     )
 
 
-def build_hpc(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatModel | None:
-    """The HPC tier (Globus Compute + relay) when an endpoint is configured."""
+def build_hpc(
+    s: Settings, env: Mapping[str, str] | None = None, *, globus_client: Any = None
+) -> BaseChatModel | None:
+    """The HPC tier (Globus Compute + relay) when an endpoint is configured.
+
+    ``globus_client`` is passed to ``globus_compute_sdk.Executor`` (default: the SDK builds
+    one from your Globus login or ``GLOBUS_COMPUTE_CLIENT_ID``/``_SECRET``).
+    """
     if s.hpc.endpoint_id is None:
         return None
     source = os.environ if env is None else env
@@ -73,6 +79,7 @@ def build_hpc(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatMode
         endpoint_id=s.hpc.endpoint_id,
         amqp_port=s.hpc.amqp_port,
         task_group_id=s.hpc.task_group_id,
+        client=globus_client,
         relay_url=s.hpc.relay_url,
         relay_secret=secret,
         backend_url=s.hpc.backend_url,
@@ -81,6 +88,9 @@ def build_hpc(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatMode
         queue_timeout=s.hpc.queue_timeout_s,
         first_token_timeout=s.hpc.first_token_timeout_s,
         idle_timeout=s.hpc.idle_timeout_s,
+        batch_timeout=s.hpc.batch_timeout_s,
+        mode=s.hpc.mode,
+        batch_fallback=s.hpc.batch_fallback,
     )
 
 
@@ -111,6 +121,7 @@ def from_settings(
     source: Settings | str | os.PathLike[str] | Mapping[str, Any] | None,
     *,
     env: Mapping[str, str] | None = None,
+    globus_client: Any = None,
     **overrides: Any,
 ) -> ChatStream:
     """``ChatStream`` from settings; ``overrides`` win over what the settings build."""
@@ -118,7 +129,8 @@ def from_settings(
     local = overrides.pop("local") if "local" in overrides else build_local(s)
     kwargs: dict[str, Any] = {
         "local": local,
-        "hpc": overrides.pop("hpc") if "hpc" in overrides else build_hpc(s, env),
+        "hpc": (overrides.pop("hpc") if "hpc" in overrides
+                else build_hpc(s, env, globus_client=globus_client)),
         "cloud": overrides.pop("cloud") if "cloud" in overrides else build_cloud(s, env),
         "allow_cloud": s.stream.allow_cloud,
         "high_threshold": s.stream.high_threshold,

@@ -19,6 +19,7 @@ A settings file looks like this (every section and key is optional)::
     relay_secret_env = "STREAM_RELAY_SECRET"
     backend_url = "http://127.0.0.1:8000/v1"
     model = "meta-llama/Llama-3.3-70B-Instruct"
+    mode = "stream"             # or "batch" (whole answer through Globus Compute)
 
     [cloud]
     base_url = "https://api.openai.com/v1"
@@ -115,6 +116,12 @@ class HPCSettings(_Section):
     queue_timeout_s: float = Field(300.0, gt=0)
     first_token_timeout_s: float = Field(120.0, gt=0)
     idle_timeout_s: float = Field(60.0, gt=0)
+    batch_timeout_s: float = Field(900.0, gt=0)
+    mode: Literal["stream", "batch"] = "stream"
+    """``stream``: tokens through the relay; ``batch``: the whole answer through Globus
+    Compute (the paper's baseline)."""
+    batch_fallback: bool = True
+    """Fall back to batch mode when the relay cannot be reached."""
 
     @property
     def enabled(self) -> bool:

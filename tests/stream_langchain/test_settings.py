@@ -104,3 +104,41 @@ def test_chatstream_rejects_unknown_arguments() -> None:
         ChatStream(local=ChatOllama(model="x"), allow_clod=False)  # type: ignore[call-arg]
     with pytest.raises(ValueError, match="at least one tier"):
         ChatStream()
+
+
+def test_hpc_settings_build_a_globus_backed_chathpc(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """[hpc] builds ChatHPC over globus_compute_sdk.Executor with the configured mode.
+
+    The Globus service is not reachable here: the SDK Client gets a NullAuthorizer (neither
+    constructor touches the network) and nothing is submitted.
+    """
+    import uuid
+
+    import globus_sdk
+    from globus_compute_sdk import Client, Executor
+
+    from stream_langchain.hpc import ChatHPC
+
+    monkeypatch.setenv("GLOBUS_COMPUTE_USER_DIR", str(tmp_path))
+    client = Client(do_version_check=False, authorizer=globus_sdk.NullAuthorizer())
+    endpoint = str(uuid.uuid4())
+    settings = {"hpc": {"endpoint_id": endpoint, "relay_url": "wss://relay.example.org",
+                        "model": "llama-70b", "mode": "batch", "batch_fallback": False,
+                        "amqp_port": 5671, "queue_timeout_s": 30}}
+    llm = ChatStream.from_settings(settings, env={"STREAM_RELAY_SECRET": "s" * 32},
+                                   globus_client=client)
+    try:
+        hpc = llm.hpc
+        assert isinstance(hpc, ChatHPC) and isinstance(hpc.executor, Executor)
+        assert str(hpc.executor.endpoint_id) == endpoint and hpc.executor.amqp_port == 5671
+        assert (hpc.mode, hpc.batch_fallback, hpc.model, hpc.queue_timeout) == (
+            "batch", False, "llama-70b", 30)
+        assert "s" * 32 not in repr(hpc)
+    finally:
+        llm.hpc.executor.shutdown(wait=False, cancel_futures=True)  # type: ignore[union-attr]
+
+
+def test_hpc_mode_is_validated() -> None:
+    with pytest.raises(SettingsError, match="hpc.mode"):
+        Settings.load({"hpc": {"mode": "carrier-pigeon"}})
