@@ -37,14 +37,12 @@ from typing import Any
 
 import httpx
 
+from benchmarks._common import TOPICS, pct
 from stream_langchain.hpc import ChatHPC
 from stream_langchain.hpc_stack import EmbeddedHPC
 from stream_langchain.llama_server import LlamaServer
 
 OUT = Path(__file__).with_name("results")
-TOPICS = ["rivers", "prime numbers", "the French revolution", "photosynthesis", "hash tables",
-          "black holes", "sourdough bread", "the immune system", "TCP handshakes", "volcanoes",
-          "jazz harmony", "glaciers", "compilers", "honey bees", "tax policy", "quantum dots"]
 FORMS = ["Explain {} in detail.", "Write an essay about {}.", "Tell me everything about {}.",
          "Describe the history of {}.", "Teach a beginner about {}."]
 # Gemma's <eos> (1) and <end_of_turn> (106): biased away so every answer runs to max_tokens.
@@ -56,12 +54,6 @@ def prompt(i: int, tag: str) -> str:
     form = FORMS[(i // len(TOPICS)) % len(FORMS)]
     return f"[{tag}-{i}] " + form.format(topic)
 
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def summary(xs: list[float]) -> dict[str, float]:

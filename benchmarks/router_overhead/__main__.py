@@ -26,13 +26,11 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 
+from benchmarks._common import TOPICS, pct
 from stream_langchain import ChatStream
 from stream_langchain.chat_model import default_judge
 
 OUT = Path(__file__).with_name("results")
-TOPICS = ["rivers", "prime numbers", "the French revolution", "photosynthesis", "hash tables",
-          "black holes", "sourdough bread", "the immune system", "TCP handshakes", "volcanoes",
-          "jazz harmony", "glaciers", "compilers", "honey bees", "tax policy", "quantum dots"]
 FORMS = ["What is {}?", "Explain {} briefly.", "Give one fact about {}.",
          "Why do people study {}?", "Summarize {} in a sentence."]
 
@@ -54,12 +52,6 @@ def ttft(model: BaseChatModel, text: str, reset: Any) -> float:
             return (time.perf_counter() - t0) * 1000.0
     raise RuntimeError("no token")
 
-
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    k = (len(s) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
-    return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
 def measure(name: str, sub: BaseChatModel, reset: Any, runs: int) -> dict[str, Any]:
