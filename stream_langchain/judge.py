@@ -208,15 +208,18 @@ class KeywordJudge(Judge):
 
 # --------------------------------------------------------------------------- LLM judge
 
-RUBRIC = """You classify how demanding a user's query is, to pick which model answers it.
+RUBRIC = """You classify how much reasoning a user's query needs, to pick which model answers it.
 
-LOW: greetings, simple facts, definitions, short lookups, basic arithmetic, yes/no questions
-with well-known answers.
-MEDIUM: explanations, comparisons, summaries, moderate reasoning or calculation,
-standard code snippets, questions needing some domain knowledge.
-HIGH: multi-step reasoning, proofs, derivations, complex analysis or design, research-level
-or specialist questions, long or intricate code, anything where a wrong answer is likely
-from a small model.
+LOW: the answer is recalled or computed in one step: a fact, a definition, a lookup, a
+greeting, trivial arithmetic. No chain of reasoning.
+MEDIUM: a known, textbook procedure, or putting together two to four familiar concepts:
+explaining a standard algorithm, a routine calculation, a comparison, ordinary code.
+HIGH: no standard recipe exists and the answer must build its own line of reasoning: a
+proof or formal derivation, a novel design, an analysis weighing competing evidence,
+expert judgement where a small model is likely to be wrong.
+
+Judge the depth of reasoning, not the wording or length: "What is X?" can be any of the
+three, and a long question can be easy.
 
 Answer with exactly one word: LOW, MEDIUM or HIGH."""
 
@@ -264,6 +267,8 @@ FEW_SHOT_EXAMPLES: tuple[tuple[str, str], ...] = (
     ("Explain the difference between a process and a thread.", "MEDIUM"),
     ("A car accelerates from rest at 3 m/s^2 for 8 s. How far does it travel?", "MEDIUM"),
     ("Prove that the square root of 2 is irrational.", "HIGH"),
+    ("What is the most likely explanation for the Hubble tension, given current data?",
+     "HIGH"),
     ("Design a rate limiter for a distributed API gateway and discuss its failure modes.",
      "HIGH"),
 )

@@ -249,6 +249,7 @@ def cross_validate_embedded(
     m["high_threshold_sweep"] = _sweep(probs, y)
     m["_predictions"] = preds
     m["_probs"] = probs.tolist()
+    m["_latencies_ms"] = lat
     return m
 
 
