@@ -1,17 +1,19 @@
 """Would a cascade (embedded judge, then a fine-tuned transformer when unsure) meet the goals?
 
 Combines two sets of out-of-fold predictions on the same stratified 5-fold split (seed 0):
-the embedded judge's, computed here by :func:`~stream_langchain.judge_eval.cross_validate_embedded`,
-and the fine-tuned MiniLM's, saved by ``scripts/judge_finetune_cv.py --probs-out``. For each
-confidence threshold ``t`` a query whose embedded confidence is below ``t`` is "escalated" and
-takes the transformer's probabilities. Latency per query is the embedded judge's measured
-latency, plus (when escalated) one draw from the transformer's measured single-query
-latencies: an estimate built from measurements, not a timing of a deployed cascade.
+the embedded judge's, computed here by ``judge_eval.cross_validate_embedded``, and the
+fine-tuned MiniLM's, saved by ``scripts/judge_finetune_cv.py --probs-out``. For each
+confidence threshold ``t`` a query whose embedded confidence is below ``t`` is "escalated"
+and takes the transformer's label, as :class:`~stream_langchain.judge.CascadeJudge` does.
+Latency per query is the embedded judge's measured latency, plus (when escalated) one draw
+from the transformer's measured single-query latencies: an estimate built from
+measurements; ``stream bench judge --judge auto`` times the deployed default judge.
 
 Usage::
 
     .venv/bin/python scripts/judge_cascade_sim.py \\
         --finetuned benchmarks/judge/results/finetune_cv_oof.npy \\
+        --finetuned-report benchmarks/judge/results/finetune_cv.json \\
         --transformer-ms benchmarks/judge/results/finetune_latency.json \\
         --out benchmarks/judge/results/cascade_sim.json
 """
@@ -28,68 +30,70 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stream_langchain.chat_model import CASCADE_HIGH_THRESHOLD, ESCALATE_BELOW  # noqa: E402
 from stream_langchain.judge_eval import (  # noqa: E402
     LABELS,
     cross_validate_embedded,
     default_dataset,
     load_queries,
+    metrics,
 )
 
 HIGH = LABELS.index("HIGH")
-
-
-def _scores(probs: np.ndarray, y: np.ndarray) -> dict[str, float | None]:
-    pred = probs.argmax(1)
-    f1s = []
-    for c in range(3):
-        tp = float(((pred == c) & (y == c)).sum())
-        prec = tp / max((pred == c).sum(), 1)
-        rec = tp / max((y == c).sum(), 1)
-        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
-    non_high = y != HIGH
-    best = None
-    for t in np.linspace(0.05, 0.95, 181):  # best HIGH recall at >= 85% retention
-        judged = probs[:, HIGH] >= t
-        if 1 - judged[non_high].mean() >= 0.85:
-            r = float(judged[~non_high].mean())
-            best = r if best is None else max(best, r)
-    return {"accuracy": round(float((pred == y).mean()), 4),
-            "macro_f1": round(float(np.mean(f1s)), 4),
-            "high_recall_at_85pct_retention": None if best is None else round(best, 4)}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; prints and writes the simulated trade-off table."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=None)
-    ap.add_argument("--finetuned", type=Path, required=True, help="out-of-fold probs (.npy)")
+    ap.add_argument("--finetuned", type=Path, required=True,
+                    help="out-of-fold calibrated probs (.npy) from judge_finetune_cv.py")
+    ap.add_argument("--finetuned-report", type=Path, required=True,
+                    help="its JSON report (for the HIGH threshold the exported judge uses)")
     ap.add_argument("--transformer-ms", type=Path, required=True,
                     help="JSON from judge_finetune_cv.py --latency-only (uses its samples)")
+    ap.add_argument("--cascade-high-threshold", type=float, default=CASCADE_HIGH_THRESHOLD,
+                    help="the transformer's P(HIGH) threshold inside the cascade "
+                    "(default: the default judge's)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
     rows = load_queries(args.data or default_dataset(), require_labels=True)
-    y = np.asarray([LABELS.index(r["ground_truth"]) for r in rows])
+    truth = [r["ground_truth"] for r in rows]
     emb = cross_validate_embedded(rows, progress=False)
     p_emb = np.asarray(emb["_probs"])
+    emb_pred = list(emb["_predictions"])  # thresholded inside each training fold
     emb_ms = np.asarray(emb["_latencies_ms"])
     p_ft = np.load(args.finetuned)
     if p_ft.shape != p_emb.shape:
         raise SystemExit(f"{args.finetuned}: shape {p_ft.shape}, expected {p_emb.shape}")
+    thr = json.loads(args.finetuned_report.read_text())["calibration"]["high_threshold"]
+
+    def ft_labels(high: float) -> list[str]:
+        return [LABELS[2 if p[2] >= high else (0 if p[0] >= p[1] else 1)] for p in p_ft]
+
+    # as default_judge does: the standalone threshold when always asked, else the cascade's
+    alone, in_cascade = ft_labels(thr), ft_labels(args.cascade_high_threshold)
     tr_ms = np.asarray(json.loads(args.transformer_ms.read_text())["samples_ms"])
     rng = np.random.default_rng(0)
-    conf = p_emb.max(1)
+    conf = np.asarray([p_emb[i, LABELS.index(lbl)] for i, lbl in enumerate(emb_pred)])
     table = []
-    for t in (0.0, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 1.01):
-        esc = conf < t
-        probs = np.where(esc[:, None], p_ft, p_emb)
-        lat = emb_ms + np.where(esc, rng.choice(tr_ms, size=len(y)), 0.0)
-        table.append({"confidence_threshold": t, "escalated": round(float(esc.mean()), 4),
-                      **_scores(probs, y),
-                      "p50_ms_est": round(float(np.percentile(lat, 50)), 2),
-                      "p95_ms_est": round(float(np.percentile(lat, 95)), 2)})
-    out = {"protocol": "stratified 5-fold CV (seed 0), out-of-fold predictions of both judges",
-           "rows": table}
+    for t in (0.0, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 1.0):
+        esc = conf < t if t < 1.0 else np.ones(len(rows), dtype=bool)
+        ft_pred = alone if t >= 1.0 else in_cascade
+        pred = [ft_pred[i] if esc[i] else emb_pred[i] for i in range(len(rows))]
+        lat = emb_ms + np.where(esc, rng.choice(tr_ms, size=len(rows)), 0.0)
+        m = metrics(truth, pred, lat.tolist())
+        table.append({"escalate_below": t, "escalated": round(float(esc.mean()), 4),
+                      **{k: m[k] for k in ("accuracy", "macro_f1", "low_recall", "high_recall",
+                                           "free_tier_retention")},
+                      "p50_ms_est": m["latency_ms"]["p50"], "p95_ms_est": m["latency_ms"]["p95"]})
+    out = {"protocol": "stratified 5-fold CV (seed 0): out-of-fold decisions of both judges; "
+           "the embedded judge's HIGH threshold chosen inside each training fold, the "
+           "transformer's on its out-of-fold predictions",
+           "transformer_high_threshold": {"alone": thr,
+                                          "in_cascade": args.cascade_high_threshold},
+           "default_judge_escalate_below": ESCALATE_BELOW, "rows": table}
     text = json.dumps(out, indent=2)
     print(text)
     if args.out:

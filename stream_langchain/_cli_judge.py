@@ -29,8 +29,12 @@ from stream_langchain.judge import CachedJudge, CascadeJudge, Judge, KeywordJudg
 
 __all__ = ["build_judge", "register"]
 
-JUDGES = ("embedded", "keyword", "llm", "cascade")
-BENCH_JUDGES = ("embedded", "embedded-shipped", "keyword", "llm", "cascade")
+JUDGES = ("auto", "embedded", "transformer", "keyword", "llm", "cascade")
+BENCH_JUDGES = ("embedded", "embedded-shipped", "transformer", "auto", "keyword", "llm",
+                "cascade")
+# judges built from shipped artifacts, scored as they are (their CV figures come from
+# scripts/judge_finetune_cv.py and scripts/judge_cascade_sim.py, which need torch)
+_SHIPPED = ("embedded-shipped", "transformer", "auto")
 
 PUBLISHED = {
     "llama3.2-3b (paper)": {"accuracy": 0.490, "macro_f1": 0.436, "low_recall": 0.083,
@@ -84,6 +88,14 @@ def build_judge(kind: str, args: argparse.Namespace) -> Judge:
         from stream_langchain.classifier import EmbeddedJudge
 
         return EmbeddedJudge()
+    if kind == "transformer":
+        from stream_langchain.encoder import TransformerJudge
+
+        return TransformerJudge()
+    if kind == "auto":
+        from stream_langchain.chat_model import default_judge
+
+        return default_judge()
     if kind == "llm":
         return _llm_judge(args)
     if kind == "cascade":
@@ -152,12 +164,25 @@ def _protocol(kind: str, folds: int, trained_on_file: bool) -> str:
                 "(static word vectors are label-free, distilled from all-MiniLM-L6-v2)")
     if kind == "cascade":
         return (f"{folds}-fold CV for the embedded primary (as above); the LLM is not trained")
-    if kind == "embedded-shipped":
+    if kind in _SHIPPED:
         if trained_on_file:
             return ("shipped artifact scored directly: it was TRAINED ON THIS FILE, so this "
                     "is training-set accuracy, not a held-out figure")
         return "shipped artifact scored directly (not trained on this file)"
     return "no training on this file: scored directly"
+
+
+def _trained_on(kind: str, sha: str) -> bool:
+    """Whether the shipped artifacts behind ``kind`` were trained on the file with ``sha``."""
+    from stream_langchain.classifier import EmbeddedModel
+    from stream_langchain.encoder import TransformerModel
+
+    metas = []
+    if kind in ("embedded-shipped", "auto"):
+        metas.append(EmbeddedModel.load().meta)
+    if kind in ("transformer", "auto"):
+        metas.append(TransformerModel.load().meta)
+    return any(m.get("data_sha256") == sha and not m.get("limit") for m in metas)
 
 
 def _cmd_bench_judge(args: argparse.Namespace) -> int:
@@ -194,9 +219,8 @@ def _cmd_bench_judge(args: argparse.Namespace) -> int:
                                         progress=progress, wrap=wrap)
         else:
             judge = build_judge(kind, args)
-            if kind == "embedded-shipped":
-                meta = judge.model.meta  # type: ignore[attr-defined]
-                trained_on_file = meta.get("data_sha256") == sha and not meta.get("limit")
+            if kind in _SHIPPED:
+                trained_on_file = _trained_on(kind, sha)
             m = evaluate_judge(judge, rows, progress=progress, description=kind)
         m["protocol"] = _protocol(kind, args.folds, trained_on_file)
         m["protocol_short"] = (
@@ -257,7 +281,9 @@ def register(subparsers: Any) -> None:
     judge.add_argument("question", nargs="?", help="the query to label")
     judge.add_argument("--file", type=Path, help='JSONL file of {"text": ...} lines')
     judge.add_argument("--json", action="store_true", help="one JSON object per line")
-    judge.add_argument("--judge", choices=JUDGES, default="embedded")
+    judge.add_argument("--judge", choices=JUDGES, default="auto",
+                       help="auto (default): the embedded judge, asking the fine-tuned "
+                       "transformer when unsure")
     _add_llm_options(judge)
     judge.set_defaults(func=_cmd_judge)
 
@@ -269,7 +295,8 @@ def register(subparsers: Any) -> None:
         description="Accuracy, macro-F1, per-class precision/recall, confusion, free-tier "
         "retention with HIGH recall and latency, with a JSON report and confusion PNGs. "
         "The embedded judge is scored by k-fold cross-validation (trained on the other folds "
-        "only); 'embedded-shipped' scores the shipped artifact as is.")
+        "only); 'embedded-shipped', 'transformer' and 'auto' (the default judge) score the "
+        "shipped artifacts as they are.")
     bj.add_argument("path", nargs="?", help="JSONL with text + ground_truth (default: the "
                     "1,200-query benchmark in ../shared/data, else the packaged copy)")
     bj.add_argument("--judge", action="append", choices=BENCH_JUDGES,

@@ -101,7 +101,9 @@ def build_judge(s: Settings, local: BaseChatModel | None) -> Judge:
     kind = s.stream.judge
     if kind == "keyword":
         return CachedJudge(KeywordJudge())
-    if kind == "embedded" or local is None:
+    if kind in ("embedded", "transformer"):
+        return default_judge(escalate_below=0.0 if kind == "embedded" else 1.0)
+    if kind == "auto" or local is None:
         return default_judge()
     llm = LLMJudge(local)
     if kind == "cascade":

@@ -3,7 +3,7 @@
 A settings file looks like this (every section and key is optional)::
 
     [stream]
-    judge = "embedded"          # embedded | keyword | llm | cascade
+    judge = "auto"              # auto | embedded | transformer | keyword | llm | cascade
     allow_cloud = true
     high_threshold = 0.0        # escalate to HIGH only when P(HIGH) >= this (0 = off)
 
@@ -82,8 +82,10 @@ class _Section(BaseModel):
 
 
 class StreamSection(_Section):
-    judge: Literal["embedded", "keyword", "llm", "cascade"] = "embedded"
-    """Which complexity judge routes requests."""
+    judge: Literal["auto", "embedded", "transformer", "keyword", "llm", "cascade"] = "auto"
+    """Which complexity judge routes requests: ``auto`` is the embedded classifier asking the
+    fine-tuned transformer when unsure (:func:`~stream_langchain.chat_model.default_judge`);
+    ``embedded`` and ``transformer`` use one of them alone."""
     allow_cloud: bool = True
     """``False`` guarantees nothing is sent to the cloud tier."""
     high_threshold: float = Field(0.0, ge=0.0, le=1.0)

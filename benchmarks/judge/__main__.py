@@ -32,11 +32,16 @@ RESULTS = HERE / "results"
 REPO = HERE.parents[1]
 
 
-def _cold_load_s(runs: int = 3) -> list[float]:
-    """Seconds to import the classifier, load the artifact and judge once, in a new process."""
-    code = ("import time; t = time.perf_counter(); "
-            "from stream_langchain.classifier import EmbeddedJudge; "
-            "EmbeddedJudge().judge('warm up'); print(time.perf_counter() - t)")
+def _cold_load_s(runs: int = 3, *, default: bool = False) -> list[float]:
+    """Seconds to import, load the artifact(s) and judge once, in a new process.
+
+    ``default``: the default judge (embedded + transformer artifacts), else the embedded one.
+    """
+    build = ("from stream_langchain.chat_model import default_judge; j = default_judge(1.0)"
+             if default else
+             "from stream_langchain.classifier import EmbeddedJudge; j = EmbeddedJudge()")
+    code = (f"import time; t = time.perf_counter(); {build}; "
+            "j.judge('warm up'); print(time.perf_counter() - t)")
     out = []
     for _ in range(runs):
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -59,6 +64,11 @@ def _plot_tradeoff(sweep: list[dict[str, float]], chosen: dict[str, float], path
                     fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.plot([chosen["free_tier_retention"]], [chosen["high_recall"]], "r*", ms=12,
             label="embedded, threshold chosen inside each training fold")
+    ft = RESULTS / "finetune_cv.json"
+    if ft.is_file():  # written by scripts/judge_finetune_cv.py (needs torch to regenerate)
+        sw = json.loads(ft.read_text())["numpy_int8_sweep"]
+        ax.plot([s["retention"] for s in sw], [s["high_recall"] for s in sw], "-", lw=1.5,
+                label="fine-tuned MiniLM (numpy int8), P(HIGH) sweep, 5-fold CV")
     for name, m in PUBLISHED.items():
         ax.plot([m["free_tier_retention"]], [m["high_recall"]], "s", label=name)
     ax.axvline(0.85, color="grey", ls=":", lw=1)
@@ -81,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     path = Path(args.path) if args.path else default_dataset()
     print(f"data: {path}")
     cmd = ["bench", "judge", str(path), "--judge", "embedded", "--judge", "keyword",
-           "--judge", "embedded-shipped", "--out", str(RESULTS)]
+           "--judge", "embedded-shipped", "--judge", "transformer", "--judge", "auto",
+           "--out", str(RESULTS)]
     if args.quick:
         cmd += ["--limit", "150", "--folds", "3"]
     rc = cli_main(cmd)
@@ -90,16 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     report = json.loads((RESULTS / "judge_report.json").read_text())
     emb = report["judges"]["embedded"]
     load = _cold_load_s()
+    load_default = _cold_load_s(default=True)
     extra = {
         "cold_load_s": {"runs": load, "max": max(load)},
+        "cold_load_default_judge_s": {"runs": load_default, "max": max(load_default)},
         "embedded_latency_ms": emb["latency_ms"],
+        "transformer_latency_ms": report["judges"]["transformer"]["latency_ms"],
+        "default_judge_latency_ms": report["judges"]["auto"]["latency_ms"],
         "keyword_latency_ms": report["judges"]["keyword"]["latency_ms"],
         "tradeoff_sweep": emb["high_threshold_sweep"],
         "chosen": {k: emb[k] for k in ("free_tier_retention", "high_recall", "accuracy")},
     }
     (RESULTS / "load_and_tradeoff.json").write_text(json.dumps(extra, indent=2) + "\n")
     _plot_tradeoff(emb["high_threshold_sweep"], extra["chosen"], RESULTS / "tradeoff.png")
-    print(f"cold load (import + artifact + first judgement): {load} s")
+    print(f"cold load (import + artifact + first judgement): embedded {load} s, "
+          f"default judge {load_default} s")
     print(f"wrote {RESULTS}")
     return 0
 

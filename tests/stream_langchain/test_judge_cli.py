@@ -62,7 +62,8 @@ def test_judge_file_prints_one_json_object_per_line(tmp_path: Path,
     for rec in recs:
         assert {"text", "complexity", "confidence", "judge", "ms"} <= set(rec)
         assert rec["complexity"] in LABELS and 0.0 <= rec["confidence"] <= 1.0
-        assert rec["judge"] == "embedded"
+        # the default judge: embedded, or the transformer it asks when unsure
+        assert rec["judge"] in ("embedded", "transformer")
     assert recs[0]["complexity"] == recs[2]["complexity"]
     assert recs[1]["text"] == "Prove Fermat's little theorem."
 
@@ -133,6 +134,23 @@ def test_bench_flags_the_shipped_artifact_on_its_training_file(
                  "--out", str(out), "--no-progress"]) == 0
     report = json.loads((out / "judge_report.json").read_text())
     assert "TRAINED ON THIS FILE" in report["judges"]["embedded-shipped"]["protocol"]
+
+
+def test_bench_scores_the_transformer_and_default_judges_as_shipped(
+    small_set: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "r"
+    assert main(["bench", "judge", str(DATA), "--judge", "transformer", "--judge", "auto",
+                 "--limit", "20", "--out", str(out), "--no-progress"]) == 0
+    judges = json.loads((out / "judge_report.json").read_text())["judges"]
+    for name in ("transformer", "auto"):
+        assert "TRAINED ON THIS FILE" in judges[name]["protocol"]
+        assert sum(map(sum, judges[name]["confusion"]["rows_true_cols_pred"])) == 20
+    # a file the artifacts never saw is not flagged
+    assert main(["bench", "judge", str(small_set), "--judge", "transformer", "--out",
+                 str(tmp_path / "s"), "--no-progress"]) == 0
+    other = json.loads((tmp_path / "s" / "judge_report.json").read_text())["judges"]
+    assert "not trained on this file" in other["transformer"]["protocol"]
 
 
 def test_default_dataset_prefers_shared_then_packaged_copy() -> None:

@@ -9,6 +9,7 @@ from langchain_ollama import ChatOllama
 from langchain_openai import ChatOpenAI
 
 from stream_langchain import ChatStream, Settings, SettingsError
+from stream_langchain.chat_model import ESCALATE_BELOW
 from stream_langchain.judge import KeywordJudge
 
 GOOD = """
@@ -142,3 +143,25 @@ def test_hpc_settings_build_a_globus_backed_chathpc(tmp_path: Path,
 def test_hpc_mode_is_validated() -> None:
     with pytest.raises(SettingsError, match="hpc.mode"):
         Settings.load({"hpc": {"mode": "carrier-pigeon"}})
+
+
+@pytest.mark.parametrize(("kind", "name"), [
+    ("auto", "embedded>transformer+keyword"),
+    ("embedded", "embedded+keyword"),
+    ("transformer", "embedded>transformer+keyword"),
+])
+def test_judge_kinds_build_the_named_judges(kind: str, name: str) -> None:
+    from stream_langchain.judge import CascadeJudge
+
+    llm = ChatStream.from_settings({"stream": {"judge": kind}, "local": {"model": "m"}}, env={})
+    judge = llm.active_judge
+    assert judge.name == name
+    primary = judge.inner.judges[0]  # type: ignore[attr-defined]
+    if isinstance(primary, CascadeJudge):
+        assert primary.threshold == (1.0 if kind == "transformer" else ESCALATE_BELOW)
+        out = judge.judge("Compare the causes of World War I and World War II.")
+        assert out.judge in ("embedded", "transformer")
+
+
+def test_default_settings_use_the_default_judge() -> None:
+    assert Settings.load({}).stream.judge == "auto"
