@@ -69,6 +69,13 @@ def _plot_tradeoff(sweep: list[dict[str, float]], chosen: dict[str, float], path
         sw = json.loads(ft.read_text())["numpy_int8_sweep"]
         ax.plot([s["retention"] for s in sw], [s["high_recall"] for s in sw], "-", lw=1.5,
                 label="fine-tuned MiniLM (numpy int8), P(HIGH) sweep, 5-fold CV")
+    sim = RESULTS / "cascade_sim.json"
+    if sim.is_file():  # scripts/judge_cascade_sim.py: the default judge's out-of-fold point
+        cs = json.loads(sim.read_text())
+        row = next(r for r in cs["rows"]
+                   if r["escalate_below"] == cs["default_judge_escalate_below"])
+        ax.plot([row["free_tier_retention"]], [row["high_recall"]], "D", ms=8,
+                label=f"default judge (cascade, {row['escalated']:.0%} escalated), 5-fold CV")
     for name, m in PUBLISHED.items():
         ax.plot([m["free_tier_retention"]], [m["high_recall"]], "s", label=name)
     ax.axvline(0.85, color="grey", ls=":", lw=1)
