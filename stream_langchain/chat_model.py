@@ -48,8 +48,9 @@ def default_judge(escalate_below: float = ESCALATE_BELOW) -> Judge:
 
     The embedded classifier (~0.3 ms) labels every query; when its confidence is below
     ``escalate_below`` the fine-tuned MiniLM judge (numpy, ~14 ms) decides instead
-    (0 never asks it; 1 always does, with the transformer's own HIGH threshold). If an artifact cannot be loaded, routing goes on with
-    what is left (a warning is logged), down to the keyword judge.
+    (0 never asks it; 1 always does, with the transformer's own HIGH threshold). If an
+    artifact cannot be loaded, routing goes on with what is left (a warning is logged), down
+    to the keyword judge.
 
     Example:
         >>> from stream_langchain.chat_model import default_judge

@@ -185,3 +185,19 @@ def test_missing_truncated_or_foreign_artifacts_raise_judge_error(tmp_path: Path
                 dst.writestr(name, src.read(name))
     with pytest.raises(JudgeError, match="missing arrays: l1.f.w"):
         TransformerModel.load(partial)
+
+
+def test_default_judge_keeps_routing_without_the_transformer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import stream_langchain.encoder as encoder
+    from stream_langchain.chat_model import default_judge
+
+    monkeypatch.setattr(encoder, "TRANSFORMER_ARTIFACT", tmp_path / "gone.npz")
+    with caplog.at_level("WARNING"):
+        judge = default_judge()
+    assert judge.name == "embedded+keyword"
+    assert "transformer judge unavailable" in caplog.text and "gone.npz" in caplog.text
+    assert judge.judge("What is the capital of France?").judge == "embedded"
+    with pytest.raises(ValueError, match="escalate_below"):
+        default_judge(1.5)
