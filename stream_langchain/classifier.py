@@ -38,10 +38,10 @@ import re
 import threading
 import unicodedata
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
@@ -49,6 +49,8 @@ from stream_langchain.judge import Complexity, Judge, JudgeError, Judgement
 
 __all__ = [
     "ARTIFACT_PATH",
+    "judgement_from_probs",
+    "load_cached",
     "LABELS",
     "EmbeddedJudge",
     "EmbeddedModel",
@@ -62,6 +64,7 @@ __all__ = [
 
 LABELS: tuple[str, str, str] = ("LOW", "MEDIUM", "HIGH")
 ARTIFACT_PATH = Path(__file__).with_name("judges_data") / "embedded_v1.npz"
+_M = TypeVar("_M")
 _FORMAT = "stream-embedded-judge/1"
 
 # --------------------------------------------------------------------------- WordPiece
@@ -475,22 +478,32 @@ class EmbeddedJudge(Judge):
         self.name = name
 
     def _judge(self, text: str) -> Judgement:
-        p = self.model.predict_proba(text)
-        k = 2 if p[2] >= self.high_threshold else (0 if p[0] >= p[1] else 1)
-        probs = {lbl: float(p[i]) for i, lbl in enumerate(LABELS)}
-        return Judgement(Complexity(LABELS[k]), float(p[k]), self.name, probs=probs)
+        return judgement_from_probs(self.model.predict_proba(text), self.high_threshold,
+                                    self.name)
 
 
-_LOADED: dict[str, EmbeddedModel] = {}
+def judgement_from_probs(p: np.ndarray, high_threshold: float, name: str) -> Judgement:
+    """HIGH when P(HIGH) reaches ``high_threshold``, else the likelier of LOW and MEDIUM."""
+    k = 2 if p[2] >= high_threshold else (0 if p[0] >= p[1] else 1)
+    probs = {lbl: float(p[i]) for i, lbl in enumerate(LABELS)}
+    return Judgement(Complexity(LABELS[k]), float(p[k]), name, probs=probs)
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
 _LOAD_LOCK = threading.Lock()
 
 
-def _load_cached(path: str | Path) -> EmbeddedModel:
-    key = str(Path(path).resolve())
+def load_cached(load: Callable[[Path], _M], path: str | Path) -> _M:
+    """``load(path)`` once per process and artifact (judges share read-only models)."""
+    key = (getattr(load, "__qualname__", repr(load)), str(Path(path).resolve()))
     with _LOAD_LOCK:
         if key not in _LOADED:
-            _LOADED[key] = EmbeddedModel.load(path)
-        return _LOADED[key]
+            _LOADED[key] = load(Path(path))
+        return cast(_M, _LOADED[key])
+
+
+def _load_cached(path: str | Path) -> EmbeddedModel:
+    return load_cached(EmbeddedModel.load, path)
 
 
 # --------------------------------------------------------------------------- training

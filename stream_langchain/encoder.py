@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stream_langchain.classifier import WordPiece, _write_npz
-from stream_langchain.judge import Complexity, Judge, JudgeError, Judgement
+from stream_langchain.classifier import WordPiece, _write_npz, judgement_from_probs, load_cached
+from stream_langchain.judge import Judge, JudgeError, Judgement
 
 __all__ = ["TRANSFORMER_ARTIFACT", "TransformerJudge", "TransformerModel"]
 
 TRANSFORMER_ARTIFACT = Path(__file__).resolve().parent / "judges_data" / "minilm_judge_v1.npz"
 _FORMAT = "stream-transformer-judge/1"
-LABELS = ("LOW", "MEDIUM", "HIGH")
 
 # per layer, in order; "*.w" are (in, out) matrices, stored int8
 _LAYER_KEYS = ("qkv.w", "qkv.b", "o.w", "o.b", "ln1.g", "ln1.b",
@@ -283,23 +281,13 @@ class TransformerJudge(Judge):
         self.name = name
 
     def _judge(self, text: str) -> Judgement:
-        p = self.model.predict_proba(text)
-        k = 2 if p[2] >= self.high_threshold else (0 if p[0] >= p[1] else 1)
-        probs = {lbl: float(p[i]) for i, lbl in enumerate(LABELS)}
-        return Judgement(Complexity(LABELS[k]), float(p[k]), self.name, probs=probs)
+        return judgement_from_probs(self.model.predict_proba(text), self.high_threshold,
+                                    self.name)
 
     async def _ajudge(self, text: str) -> Judgement:
         # tens of ms of numpy (which releases the GIL): keep the event loop free
         return await asyncio.to_thread(self._judge, text)
 
 
-_LOADED: dict[str, TransformerModel] = {}
-_LOAD_LOCK = threading.Lock()
-
-
 def _load_cached(path: str | Path) -> TransformerModel:
-    key = str(Path(path).resolve())
-    with _LOAD_LOCK:
-        if key not in _LOADED:
-            _LOADED[key] = TransformerModel.load(path)
-        return _LOADED[key]
+    return load_cached(TransformerModel.load, path)
