@@ -44,13 +44,13 @@ ambiguous ones, so the standalone threshold (0.455) would let retention fall und
 
 
 def default_judge(escalate_below: float = ESCALATE_BELOW) -> Judge:
-    """The default complexity judge, cached; it never raises.
+    """The default complexity judge, cached.
 
     The embedded classifier (~0.3 ms) labels every query; when its confidence is below
-    ``escalate_below`` the fine-tuned MiniLM judge (numpy, ~14 ms) decides instead
-    (0 never asks it; 1 always does, with the transformer's own HIGH threshold). If an
+    ``escalate_below`` the fine-tuned MiniLM judge (numpy, ~14 ms) decides instead.
+    0 never asks the transformer; 1 uses it alone, with its own HIGH threshold. If an
     artifact cannot be loaded, routing goes on with what is left (a warning is logged), down
-    to the keyword judge.
+    to the keyword judge; only an ``escalate_below`` outside ``[0, 1]`` raises.
 
     Example:
         >>> from stream_langchain.chat_model import default_judge
@@ -73,9 +73,11 @@ def default_judge(escalate_below: float = ESCALATE_BELOW) -> Judge:
         try:
             from stream_langchain.encoder import TransformerJudge
 
-            second = TransformerJudge(high_threshold=CASCADE_HIGH_THRESHOLD
-                                      if escalate_below < 1.0 else None)
-            primary = CascadeJudge(embedded, second, threshold=escalate_below)
+            if escalate_below >= 1.0:
+                primary = TransformerJudge()
+            else:
+                second = TransformerJudge(high_threshold=CASCADE_HIGH_THRESHOLD)
+                primary = CascadeJudge(embedded, second, threshold=escalate_below)
         except Exception as exc:
             logger.warning("transformer judge unavailable (%s); routing with the embedded "
                            "judge alone", exc)

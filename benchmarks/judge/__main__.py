@@ -35,9 +35,9 @@ REPO = HERE.parents[1]
 def _cold_load_s(runs: int = 3, *, default: bool = False) -> list[float]:
     """Seconds to import, load the artifact(s) and judge once, in a new process.
 
-    ``default``: the default judge (embedded + transformer artifacts), else the embedded one.
+    ``default``: the default judge (it loads both artifacts), else the embedded one.
     """
-    build = ("from stream_langchain.chat_model import default_judge; j = default_judge(1.0)"
+    build = ("from stream_langchain.chat_model import default_judge; j = default_judge()"
              if default else
              "from stream_langchain.classifier import EmbeddedJudge; j = EmbeddedJudge()")
     code = (f"import time; t = time.perf_counter(); {build}; "
