@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stream_langchain.chat_model import CASCADE_HIGH_THRESHOLD, ESCALATE_BELOW  # noqa: E402
+from stream_langchain.classifier import decide_label  # noqa: E402
 from stream_langchain.judge_eval import (  # noqa: E402
     LABELS,
     cross_validate_embedded,
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     thr = json.loads(args.finetuned_report.read_text())["calibration"]["high_threshold"]
 
     def ft_labels(high: float) -> list[str]:
-        return [LABELS[2 if p[2] >= high else (0 if p[0] >= p[1] else 1)] for p in p_ft]
+        return [LABELS[decide_label(p, high)] for p in p_ft]
 
     # as default_judge does: the standalone threshold when always asked, else the cascade's
     alone, in_cascade = ft_labels(thr), ft_labels(args.cascade_high_threshold)

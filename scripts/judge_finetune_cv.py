@@ -38,6 +38,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from stream_langchain.classifier import _softmax, decide_label  # noqa: E402
 from stream_langchain.encoder import TransformerModel  # noqa: E402
 from stream_langchain.judge_eval import LABELS, load_queries, metrics  # noqa: E402
 
@@ -108,11 +109,6 @@ def _fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         if nll < best_nll:
             best_t, best_nll = float(round(t, 2)), nll
     return best_t
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return np.asarray(e / e.sum(1, keepdims=True))
 
 
 def _high_threshold(p_high: np.ndarray, y: np.ndarray, min_retention: float) -> float:
@@ -242,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "calibration": {"temperature": temperature, "high_threshold": threshold,
                         "note": "both fitted on these out-of-fold predictions"},
         "numpy_int8_thresholded": metrics(truth, [
-            LABELS[2 if p[2] >= threshold else (0 if p[0] >= p[1] else 1)] for p in np_probs]),
+            LABELS[decide_label(p, threshold)] for p in np_probs]),
         "numpy_int8_sweep": _sweep(np_probs, y),
         "seconds": round(time.perf_counter() - t0, 1),
     }

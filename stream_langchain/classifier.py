@@ -49,6 +49,7 @@ from stream_langchain.judge import Complexity, Judge, JudgeError, Judgement
 
 __all__ = [
     "ARTIFACT_PATH",
+    "decide_label",
     "judgement_from_probs",
     "load_cached",
     "LABELS",
@@ -360,10 +361,8 @@ class EmbeddedModel:
         return _combine(self.head_logits(text)[None], self.temperature)[0]
 
     def decide(self, probs: np.ndarray) -> int:
-        """Label index from probabilities: HIGH at the threshold, else the likelier of the rest."""
-        if probs[2] >= self.high_threshold:
-            return 2
-        return 0 if probs[0] >= probs[1] else 1
+        """Label index from probabilities (:func:`decide_label` at this model's threshold)."""
+        return decide_label(probs, self.high_threshold)
 
     # ---- persistence
 
@@ -482,9 +481,17 @@ class EmbeddedJudge(Judge):
                                     self.name)
 
 
+def decide_label(probs: Sequence[float] | np.ndarray, high_threshold: float) -> int:
+    """Index into :data:`LABELS`: HIGH when P(HIGH) reaches ``high_threshold``, else the
+    likelier of LOW and MEDIUM. The one decision rule of every probabilistic judge here."""
+    if probs[2] >= high_threshold:
+        return 2
+    return 0 if probs[0] >= probs[1] else 1
+
+
 def judgement_from_probs(p: np.ndarray, high_threshold: float, name: str) -> Judgement:
-    """HIGH when P(HIGH) reaches ``high_threshold``, else the likelier of LOW and MEDIUM."""
-    k = 2 if p[2] >= high_threshold else (0 if p[0] >= p[1] else 1)
+    """A :class:`Judgement` carrying all three probabilities, labelled by :func:`decide_label`."""
+    k = decide_label(p, high_threshold)
     probs = {lbl: float(p[i]) for i, lbl in enumerate(LABELS)}
     return Judgement(Complexity(LABELS[k]), float(p[k]), name, probs=probs)
 

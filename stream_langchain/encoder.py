@@ -29,7 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from stream_langchain.classifier import WordPiece, _write_npz, judgement_from_probs, load_cached
+from stream_langchain.classifier import (
+    WordPiece,
+    _write_npz,
+    decide_label,
+    judgement_from_probs,
+    load_cached,
+)
 from stream_langchain.judge import Judge, JudgeError, Judgement
 
 __all__ = ["TRANSFORMER_ARTIFACT", "TransformerJudge", "TransformerModel"]
@@ -156,10 +162,8 @@ class TransformerModel:
         return e / e.sum()
 
     def decide(self, probs: np.ndarray) -> int:
-        """HIGH at the threshold, else the likelier of LOW and MEDIUM."""
-        if probs[2] >= self.high_threshold:
-            return 2
-        return 0 if probs[0] >= probs[1] else 1
+        """Label index from probabilities (:func:`decide_label` at this model's threshold)."""
+        return decide_label(probs, self.high_threshold)
 
     # ---- persistence
 
