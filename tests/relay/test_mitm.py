@@ -10,8 +10,6 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from relay import (
-    AsyncProducer,
-    Consumer,
     DroppedFrame,
     IntegrityError,
     ReorderedFrame,
@@ -22,10 +20,11 @@ from relay import (
     new_key,
 )
 from relay.server import RelayThread
-from tests.relay.conftest import Stream
+from tests.relay.conftest import Stream, consume, produce
 
 Attack = Callable[[list[bytes]], list[bytes]]
 N = 6  # data frames; the end frame is message N
+PAYLOADS = [{"i": i} for i in range(N)]
 
 
 def _flip(messages: list[bytes]) -> list[bytes]:
@@ -85,37 +84,14 @@ async def mitm_factory(relay_server: RelayThread) -> AsyncIterator[Callable[[Att
             await server.wait_closed()
 
 
-async def _produce(url: str, stream: Stream) -> None:
-    async with AsyncProducer(url, stream.channel, stream.tokens.producer, stream.key) as producer:
-        for i in range(N):
-            await producer.send({"i": i})
-        await producer.close(usage={"completion_tokens": N})
-
-
-async def _consume(url: str, stream: Stream, key: bytes | None = None) -> list[int]:
-    received: list[int] = []
-    consumer = Consumer(
-        url,
-        stream.channel,
-        stream.tokens.consumer,
-        key or stream.key,
-        idle_timeout=5,
-        first_frame_timeout=5,
-    )
-    async with consumer:
-        async for payload in consumer:
-            received.append(payload["i"])
-    return received
-
-
 async def test_untouched_stream_through_the_proxy_is_complete(
     relay_server: RelayThread, mitm_factory: Callable[[Attack], Mitm], stream: Stream
 ) -> None:
     """Control: an honest proxy changes nothing, the consumer gets every frame."""
     mitm = mitm_factory(lambda m: m)
     await mitm_factory.start(mitm)  # type: ignore[attr-defined]
-    await _produce(relay_server.url, stream)
-    assert await _consume(mitm.url, stream) == list(range(N))
+    await produce(relay_server.url, stream, PAYLOADS)
+    assert await consume(mitm.url, stream) == PAYLOADS
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -126,9 +102,9 @@ async def test_each_attack_is_detected_with_its_own_error(
     attack, error = ATTACKS[name]
     mitm = mitm_factory(attack)
     await mitm_factory.start(mitm)  # type: ignore[attr-defined]
-    await _produce(relay_server.url, stream)
+    await produce(relay_server.url, stream, PAYLOADS)
     with pytest.raises(error) as info:
-        await _consume(mitm.url, stream)
+        await consume(mitm.url, stream)
     assert type(info.value) is error
 
 
@@ -136,9 +112,9 @@ async def test_consumer_with_the_wrong_key_gets_wrong_key(
     relay_server: RelayThread, stream: Stream
 ) -> None:
     """A consumer holding another key is told WrongKey, not shown garbage."""
-    await _produce(relay_server.url, stream)
+    await produce(relay_server.url, stream, PAYLOADS)
     with pytest.raises(WrongKey):
-        await _consume(relay_server.url, stream, key=new_key())
+        await consume(relay_server.url, stream, key=new_key())
 
 
 async def test_frames_spliced_from_another_channel_are_tampered(
@@ -148,7 +124,7 @@ async def test_frames_spliced_from_another_channel_are_tampered(
     same key, because frames are bound to their channel."""
     victim, other = Stream(), Stream()
     other.key = victim.key
-    await _produce(relay_server.url, other)
+    await produce(relay_server.url, other, PAYLOADS)
     headers = {"Authorization": f"Bearer {other.tokens.consumer}"}
     async with connect(
         f"{relay_server.url}/consume/{other.channel}", proxy=None, additional_headers=headers
@@ -157,6 +133,6 @@ async def test_frames_spliced_from_another_channel_are_tampered(
     assert len(stolen) == N + 1
     mitm = mitm_factory(lambda m: stolen)
     await mitm_factory.start(mitm)  # type: ignore[attr-defined]
-    await _produce(relay_server.url, victim)
+    await produce(relay_server.url, victim, PAYLOADS)
     with pytest.raises(TamperedFrame):
-        await _consume(mitm.url, victim)
+        await consume(mitm.url, victim)
