@@ -4,7 +4,8 @@ Used by :class:`relay.AsyncProducer` and :class:`relay.Consumer`. Incoming binar
 messages are queued as they are parsed (no per-message task), outgoing ones are
 written straight to the transport, and flow control works both ways: the socket
 stops being read when the application falls behind, and ``send`` waits when the
-transport's buffer is full.
+transport's buffer is full. A message that an intermediary split into fragments
+(RFC 6455 section 5.4) is joined before it is queued.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from relay.errors import ChannelClosed, ConnectTimeout, RelayUnreachable
 
 __all__ = ["WSClient", "ws_connect"]
 
-_BINARY, _TEXT, _CLOSE = Opcode.BINARY, Opcode.TEXT, Opcode.CLOSE
+_BINARY, _TEXT, _CONT, _CLOSE = Opcode.BINARY, Opcode.TEXT, Opcode.CONT, Opcode.CLOSE
 _CORK_LIMIT = 64
 
 
@@ -43,6 +44,10 @@ class WSClient(asyncio.Protocol):
         self.close_timeout = close_timeout
         self.transport: asyncio.Transport | None = None
         self.messages: deque[bytes | bytearray | memoryview] = deque()
+        # The message being reassembled from fragments, if any. The protocol object
+        # refuses continuations out of sequence (1002) and counts every fragment against
+        # max_size (1009), so this never holds more than max_size bytes.
+        self._partial: bytearray | None = None
         self.max_queue = max_queue
         self.lost = False
         self.close_code: int | None = None
@@ -71,7 +76,17 @@ class WSClient(asyncio.Protocol):
             if type(event) is Frame:
                 opcode = event.opcode
                 if opcode is _BINARY or opcode is _TEXT:
-                    self.messages.append(event.data)
+                    if event.fin:
+                        self.messages.append(event.data)
+                    else:
+                        self._partial = bytearray(event.data)
+                elif opcode is _CONT:
+                    partial = self._partial
+                    assert partial is not None  # the protocol checked the sequence
+                    partial += event.data
+                    if event.fin:
+                        self.messages.append(partial)
+                        self._partial = None
                 elif opcode is _CLOSE and proto.close_rcvd is not None:
                     self.close_code = proto.close_rcvd.code
                     self.close_reason = proto.close_rcvd.reason

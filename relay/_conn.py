@@ -3,7 +3,9 @@
 :class:`Conn` is an :class:`asyncio.Protocol` around websockets' Sans-I/O
 :class:`~websockets.server.ServerProtocol`; :class:`Channel` pairs a producer's
 connection with a consumer's. The policy (authorization, limits, reaping) lives in
-:class:`relay.server.RelayServer`, which these objects call back.
+:class:`relay.server.RelayServer`, which these objects call back. A message that an
+intermediary split into fragments (RFC 6455 section 5.4) is joined before the server
+sees it, so every frame it forwards is whole.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ __all__ = [
     "ws_header",
 ]
 
-_BINARY, _TEXT, _CLOSE = Opcode.BINARY, Opcode.TEXT, Opcode.CLOSE
+_BINARY, _TEXT, _CONT, _CLOSE = Opcode.BINARY, Opcode.TEXT, Opcode.CONT, Opcode.CLOSE
 _SHORT = struct.Struct("!BBH")
 _LONG = struct.Struct("!BBQ")
 
@@ -105,6 +107,10 @@ class Conn(asyncio.Protocol):
         self.role: str | None = None
         self.channel: Channel | None = None
         self.out: list[bytes] = []
+        # The binary message being reassembled from fragments, if any. The protocol
+        # object refuses continuations out of sequence (1002) and counts every fragment
+        # against max_frame_bytes (1009), so this never holds more than that.
+        self.partial: bytearray | None = None
         self.closed = False
         self._timer: asyncio.TimerHandle | None = None
 
@@ -126,7 +132,17 @@ class Conn(asyncio.Protocol):
             if type(event) is Frame:
                 opcode = event.opcode
                 if opcode is _BINARY:
-                    server._on_frame(self, event.data)
+                    if event.fin:
+                        server._on_frame(self, event.data)
+                    else:
+                        self.partial = bytearray(event.data)
+                elif opcode is _CONT:
+                    partial = self.partial
+                    if partial is not None:  # None: the rest of a refused text message
+                        partial += event.data
+                        if event.fin:
+                            self.partial = None
+                            server._on_frame(self, partial)
                 elif opcode is _TEXT:
                     self.close(CLOSE_UNSUPPORTED, "relay frames are binary")
                 elif opcode is _CLOSE:
