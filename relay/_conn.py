@@ -3,7 +3,8 @@
 :class:`Conn` is an :class:`asyncio.Protocol` around websockets' Sans-I/O
 :class:`~websockets.server.ServerProtocol`; :class:`Channel` pairs a producer's
 connection with a consumer's. The policy (authorization, limits, reaping) lives in
-:class:`relay.server.RelayServer`, which these objects call back. A message that an
+:class:`relay.server.RelayServer`, which these objects call back through the
+:class:`Policy` interface (so this module does not import the server). A message that an
 intermediary split into fragments (RFC 6455 section 5.4) is joined before the server
 sees it, so every frame it forwards is whole.
 """
@@ -13,17 +14,15 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from websockets.frames import Frame, Opcode
+from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from relay._common import wire_logger
-
-if TYPE_CHECKING:
-    from relay.server import RelayServer
+from relay.metrics import Metrics
 
 __all__ = [
     "CLOSE_GOING_AWAY",
@@ -34,6 +33,7 @@ __all__ = [
     "CLOSE_UNSUPPORTED",
     "Channel",
     "Conn",
+    "Policy",
     "ws_header",
 ]
 
@@ -96,10 +96,33 @@ class Channel:
         self.consumer_slow = False
 
 
+class Policy(Protocol):
+    """What a :class:`Conn` needs from the server that accepted it; implemented by
+    :class:`relay.server.RelayServer`."""
+
+    # Timeouts
+    open_timeout: float
+    close_timeout: float
+    # Limits
+    max_frame_bytes: int
+    write_buffer_bytes: int
+
+    metrics: Metrics
+    _conns: set[Conn]
+
+    def _on_request(self, conn: Conn, request: Request) -> None: ...
+
+    def _on_frame(self, conn: Conn, data: bytes | bytearray | memoryview) -> None: ...
+
+    def _on_leave(self, conn: Conn, close: Close | None) -> None: ...
+
+    def _update_reading(self, channel: Channel) -> None: ...
+
+
 class Conn(asyncio.Protocol):
     """One TCP connection: an HTTP request, then (maybe) a WebSocket."""
 
-    def __init__(self, server: RelayServer) -> None:
+    def __init__(self, server: Policy) -> None:
         self.server = server
         self.proto = ServerProtocol(max_size=server.max_frame_bytes, logger=wire_logger)
         self.proto.debug = False  # never log handshake headers (they carry tokens)
