@@ -23,8 +23,8 @@ from tests.relay.conftest import (
 )
 from tests.relay.proxy import Fault, FragmentingProxy
 
-# Short and long messages (one over 64 kB, so it needs the 8-byte length form once
-# joined), with multi-byte characters cut wherever the fragment boundaries fall.
+# Sealed messages of many sizes, so fragment boundaries fall everywhere in them; one
+# is over 64 kB, so the relay forwards it, once joined, with the 8-byte length form.
 PAYLOADS = [{"i": i, "content": f"{i}:" + "é€" * (i * 37 % 300)} for i in range(40)]
 PAYLOADS.append({"i": 40, "content": "x" * 100_000})
 LIMIT = 2048  # max_frame_bytes of the size-limit tests
