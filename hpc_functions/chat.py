@@ -4,7 +4,7 @@ Globus Compute's rule applies: each function is self-contained. It imports what 
 inside its body, defines its helpers inside its body, and takes and returns plain data
 (dicts of str, int, float, bytes, lists). That makes it serializable both by reference (the
 SDK's default ``DillCode``: the endpoint must have this package installed) and by source
-(``PureSourceDill``, what :mod:`stream_langchain.hpc` ships: the endpoint needs only
+(``PureSourceDill``, what :mod:`stream_langchain.tiers.hpc` ships: the endpoint needs only
 ``relay`` and ``httpx``). Annotations use builtins only, because source serialization
 re-executes the ``def`` without this module's ``from __future__ import annotations``.
 

@@ -4,7 +4,7 @@ Combines two sets of out-of-fold predictions on the same stratified 5-fold split
 the embedded judge's, computed here by ``judge_eval.cross_validate_embedded``, and the
 fine-tuned MiniLM's, saved by ``scripts/judge_finetune_cv.py --probs-out``. For each
 confidence threshold ``t`` a query whose embedded confidence is below ``t`` is "escalated"
-and takes the transformer's label, as :class:`~stream_langchain.judge.CascadeJudge` does.
+and takes the transformer's label, as :class:`~stream_langchain.judges.CascadeJudge` does.
 Latency per query is the embedded judge's measured latency, plus (when escalated) one draw
 from the transformer's measured single-query latencies: an estimate built from
 measurements; ``stream bench judge --judge auto`` times the deployed default judge.
@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stream_langchain.chat_model import CASCADE_HIGH_THRESHOLD, ESCALATE_BELOW  # noqa: E402
-from stream_langchain.classifier import decide_label  # noqa: E402
-from stream_langchain.judge_eval import (  # noqa: E402
+from stream_langchain.judges.embedded import decide_label  # noqa: E402
+from stream_langchain.judges.evaluate import (  # noqa: E402
     LABELS,
     cross_validate_embedded,
     default_dataset,

@@ -1,4 +1,4 @@
-"""Train and cross-validate the transformer judge (``stream_langchain.encoder``).
+"""Train and cross-validate the transformer judge (``stream_langchain.judges.transformer``).
 
 Fine-tunes the whole all-MiniLM-L6-v2 encoder (mean pooling + a linear head, cross-entropy)
 end to end, with the same stratified 5-fold split as ``stream bench judge`` (seed 0), each
@@ -38,11 +38,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream_langchain.classifier import _softmax, decide_label  # noqa: E402
-from stream_langchain.encoder import TransformerModel  # noqa: E402
-from stream_langchain.judge_eval import LABELS, load_queries, metrics  # noqa: E402
+from stream_langchain.judges.embedded import _softmax, decide_label  # noqa: E402
+from stream_langchain.judges.evaluate import LABELS, load_queries, metrics  # noqa: E402
+from stream_langchain.judges.transformer import TransformerModel  # noqa: E402
 
-DEFAULT_DATA = REPO / "stream_langchain" / "data" / "stream_balanced_test.jsonl"
+DEFAULT_DATA = REPO / "stream_langchain" / "judges" / "data" / "stream_balanced_test.jsonl"
 
 
 def _train(train_x: list[str], train_y: np.ndarray, *, epochs: int, lr: float, batch: int,

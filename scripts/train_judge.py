@@ -1,4 +1,4 @@
-"""Regenerate the embedded judge's artifact, ``stream_langchain/judges_data/embedded_v1.npz``.
+"""Regenerate the embedded judge's artifact, ``stream_langchain/judges/data/embedded_v1.npz``.
 
 Two steps, both deterministic (fixed seed, CPU, sorted outputs, fixed zip timestamps):
 
@@ -8,7 +8,7 @@ Two steps, both deterministic (fixed seed, CPU, sorted outputs, fixed zip timest
    ``--dim`` dimensions by PCA (SVD with a fixed sign convention) and stored as int8.
    Needs torch + transformers (``pip install -e '.[judge-train]'``); ``--reuse-static`` skips
    it and reuses the vectors of an existing artifact.
-2. **Train the heads** (:func:`stream_langchain.classifier.fit_heads`, scikit-learn) on the
+2. **Train the heads** (:func:`stream_langchain.judges.embedded.fit_heads`, scikit-learn) on the
    labelled queries, with the calibration temperature and HIGH threshold chosen on
    out-of-fold predictions.
 
@@ -33,18 +33,18 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream_langchain.classifier import (  # noqa: E402
+from stream_langchain.judges.embedded import (  # noqa: E402
     ARTIFACT_PATH,
     EmbeddedModel,
     HeadConfig,
     StaticEmbeddings,
     fit_heads,
 )
-from stream_langchain.judge_eval import load_queries  # noqa: E402
+from stream_langchain.judges.evaluate import load_queries  # noqa: E402
 
 __all__ = ["distill_static", "main"]
 
-DEFAULT_DATA = REPO / "stream_langchain" / "data" / "stream_balanced_test.jsonl"
+DEFAULT_DATA = REPO / "stream_langchain" / "judges" / "data" / "stream_balanced_test.jsonl"
 SEED = 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from stream_langchain._run import AllTiersFailed, TierFailure, model_name
 from stream_langchain.chat_model import ChatStream
-from stream_langchain.judge import (
+from stream_langchain.judges import (
     CachedJudge,
     CascadeJudge,
     Complexity,

@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
-from stream_langchain.judge import CachedJudge, FallbackJudge, Judge, KeywordJudge, LLMJudge
+from stream_langchain.judges import CachedJudge, FallbackJudge, Judge, KeywordJudge, LLMJudge
 from stream_langchain.settings import Settings, SettingsError
 
-if TYPE_CHECKING:
-    from stream_langchain.chat_model import ChatStream
-
 __all__ = ["build_cloud", "build_hpc", "build_judge", "build_local", "from_settings"]
+
+ModelT = TypeVar("ModelT", bound=BaseChatModel)
+"""The class to build (``ChatStream``): passed in, so nothing here imports the engine."""
 
 
 def build_local(s: Settings) -> BaseChatModel:
     """The local tier: Ollama, or the bundled model in-process."""
     if s.local.provider == "llamacpp":
-        from stream_langchain.llamacpp import ChatLlamaCpp
+        from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 
         kwargs: dict[str, Any] = {"temperature": s.local.temperature,
                                   "max_tokens": s.local.max_tokens,
@@ -73,7 +73,7 @@ def build_hpc(
             f"HPC tier is configured but the environment variable {s.hpc.relay_secret_env} "
             "that should hold the relay secret is unset or empty"
         )
-    from stream_langchain.hpc import ChatHPC
+    from stream_langchain.tiers.hpc import ChatHPC
 
     return ChatHPC.from_globus(
         endpoint_id=s.hpc.endpoint_id,
@@ -96,7 +96,7 @@ def build_hpc(
 
 def build_judge(s: Settings, local: BaseChatModel | None) -> Judge:
     """The judge named by ``stream.judge``, always ending in the keyword judge."""
-    from stream_langchain.chat_model import default_judge
+    from stream_langchain.judges.default import default_judge
 
     kind = s.stream.judge
     if kind == "keyword":
@@ -108,8 +108,8 @@ def build_judge(s: Settings, local: BaseChatModel | None) -> Judge:
     llm = LLMJudge(local)
     if kind == "cascade":
         try:
-            from stream_langchain.classifier import EmbeddedJudge
-            from stream_langchain.judge import CascadeJudge  # type: ignore[attr-defined]
+            from stream_langchain.judges import CascadeJudge  # type: ignore[attr-defined]
+            from stream_langchain.judges.embedded import EmbeddedJudge
         except ImportError:
             pass
         else:
@@ -119,13 +119,13 @@ def build_judge(s: Settings, local: BaseChatModel | None) -> Judge:
 
 
 def from_settings(
-    cls: type[ChatStream],
+    cls: type[ModelT],
     source: Settings | str | os.PathLike[str] | Mapping[str, Any] | None,
     *,
     env: Mapping[str, str] | None = None,
     globus_client: Any = None,
     **overrides: Any,
-) -> ChatStream:
+) -> ModelT:
     """``ChatStream`` from settings; ``overrides`` win over what the settings build."""
     s = source if isinstance(source, Settings) else Settings.load(source, env=env)
     local = overrides.pop("local") if "local" in overrides else build_local(s)

@@ -47,7 +47,7 @@ def check_messages(messages: Sequence[BaseMessage]) -> None:
 
 def latest_user_text(messages: Sequence[BaseMessage]) -> str:
     """The text the judge looks at: the last human turn, else the last message."""
-    from stream_langchain.summarize import message_text
+    from stream_langchain.context import message_text
 
     for m in reversed(messages):
         if isinstance(m, HumanMessage):

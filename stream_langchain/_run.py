@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from stream_langchain._messages import continuation
-from stream_langchain.judge import Complexity, Judgement
+from stream_langchain.judges import Complexity, Judgement
 from stream_langchain.routing import RoutePlan
 
 __all__ = ["AllTiersFailed", "RequestRun", "TierFailure", "model_name"]

@@ -19,9 +19,9 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import check_messages, latest_user_text
 from stream_langchain._run import AllTiersFailed, RequestRun, model_name
-from stream_langchain.judge import CachedJudge, Complexity, Judge, Judgement
+from stream_langchain.context import ContextFitter, count_text_tokens, count_tokens
+from stream_langchain.judges import Complexity, Judge, Judgement, default_judge
 from stream_langchain.routing import TIERS, CircuitBreaker, CloudBudget, plan_route, validate_tier
-from stream_langchain.summarize import ContextFitter, count_text_tokens, count_tokens
 
 __all__ = ["AllTiersFailed", "ChatStream"]
 
@@ -31,57 +31,6 @@ CONFIG_KEY = "stream_tier"
 """``RunnableConfig["configurable"]`` key that forces a tier inside chains."""
 
 _ROUTER_KWARGS = frozenset({"tier", "tools", "tool_choice"})
-
-
-ESCALATE_BELOW = 0.5
-"""Default judge: below this embedded confidence the fine-tuned transformer decides.
-
-On the 1,200-query benchmark (5-fold CV) that is 39% of queries, which keeps the median
-judging time on the embedded path (see ``benchmarks/judge/README.md``)."""
-CASCADE_HIGH_THRESHOLD = 0.52
-"""P(HIGH) at which the transformer says HIGH inside the default cascade: its queries are the
-ambiguous ones, so the standalone threshold (0.455) would let retention fall under 85%."""
-
-
-def default_judge(escalate_below: float = ESCALATE_BELOW) -> Judge:
-    """The default complexity judge, cached.
-
-    The embedded classifier (~0.3 ms) labels every query; when its confidence is below
-    ``escalate_below`` the fine-tuned MiniLM judge (numpy, ~14 ms) decides instead.
-    0 never asks the transformer; 1 uses it alone, with its own HIGH threshold. If an
-    artifact cannot be loaded, routing goes on with what is left (a warning is logged), down
-    to the keyword judge; only an ``escalate_below`` outside ``[0, 1]`` raises.
-
-    Example:
-        >>> from stream_langchain.chat_model import default_judge
-        >>> default_judge().judge("What is the capital of France?").complexity.value
-        'LOW'
-    """
-    from stream_langchain.judge import CascadeJudge, FallbackJudge, KeywordJudge
-
-    if not 0.0 <= escalate_below <= 1.0:
-        raise ValueError("escalate_below must be within [0, 1]")
-    try:
-        from stream_langchain.classifier import EmbeddedJudge
-
-        embedded = EmbeddedJudge()
-    except Exception as exc:  # a missing or unreadable artifact must not stop routing
-        logger.warning("embedded judge unavailable (%s); routing with the keyword judge", exc)
-        return CachedJudge(KeywordJudge())
-    primary: Judge = embedded
-    if escalate_below > 0.0:
-        try:
-            from stream_langchain.encoder import TransformerJudge
-
-            if escalate_below >= 1.0:
-                primary = TransformerJudge()
-            else:
-                second = TransformerJudge(high_threshold=CASCADE_HIGH_THRESHOLD)
-                primary = CascadeJudge(embedded, second, threshold=escalate_below)
-        except Exception as exc:
-            logger.warning("transformer judge unavailable (%s); routing with the embedded "
-                           "judge alone", exc)
-    return CachedJudge(FallbackJudge(primary, KeywordJudge()))
 
 
 # Standard parameter -> the field names tier models use for it, in order of preference.
@@ -121,7 +70,7 @@ class ChatStream(BaseChatModel):
 
     Key init args:
         local / hpc / cloud: the tier models (``None``: tier not configured).
-        judge: a :class:`~stream_langchain.judge.Judge` (default: embedded classifier with a
+        judge: a :class:`~stream_langchain.judges.Judge` (default: embedded classifier with a
             keyword fallback, cached).
         allow_cloud: ``False`` never sends anything to the cloud tier.
         high_threshold: a HIGH label only counts when the judge's P(HIGH) reaches it.
@@ -263,7 +212,7 @@ class ChatStream(BaseChatModel):
             >>> sorted(llm.tiers)
             ['local']
         """
-        from stream_langchain.embedded import build_embedded
+        from stream_langchain.tiers.embedded import build_embedded
 
         return build_embedded(cls, **overrides)
 

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
-from stream_langchain.judge import Complexity
+from stream_langchain.judges import Complexity
 
 __all__ = [
     "DEFAULT_ORDER",

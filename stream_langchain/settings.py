@@ -84,7 +84,7 @@ class _Section(BaseModel):
 class StreamSection(_Section):
     judge: Literal["auto", "embedded", "transformer", "keyword", "llm", "cascade"] = "auto"
     """Which complexity judge routes requests: ``auto`` is the embedded classifier asking the
-    fine-tuned transformer when unsure (:func:`~stream_langchain.chat_model.default_judge`);
+    fine-tuned transformer when unsure (:func:`~stream_langchain.judges.default_judge`);
     ``embedded`` and ``transformer`` use one of them alone."""
     allow_cloud: bool = True
     """``False`` guarantees nothing is sent to the cloud tier."""

@@ -27,7 +27,7 @@ __all__ = ["LlamaCppEmbedding", "embed_texts", "load_embedder"]
 
 
 def _default_model_path() -> str:
-    from stream_langchain.llama_server import bundled_model_path
+    from stream_langchain.tiers.llama_server import bundled_model_path
 
     return bundled_model_path()
 
@@ -49,7 +49,7 @@ def load_embedder(
             "LlamaCppEmbedding needs llama-cpp-python: pip install 'stream-tiered[local]'"
         ) from exc
 
-    from stream_langchain.llamacpp import load_llama
+    from stream_langchain.tiers.llamacpp import load_llama
 
     return load_llama(
         model_path or _default_model_path(),

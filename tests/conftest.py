@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from stream_langchain.llama_server import LlamaServer
+    from stream_langchain.tiers.llama_server import LlamaServer
 
 # ---------------------------------------------------------------------------------------------
-# HPC tier fixtures (owner: HPC helper; stream_langchain/llama_server.py, hpc_stack.py)
+# HPC tier fixtures (owner: HPC helper; stream_langchain/tiers/llama_server.py, hpc_stack.py)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -20,9 +20,9 @@ def llama_server() -> Iterator[LlamaServer]:
     """One running llama.cpp OpenAI-compatible server (bundled model) for the whole session.
 
     Starting it costs seconds and a few hundred MB, so tests share it. Yields a
-    :class:`stream_langchain.llama_server.LlamaServer`; use ``.base_url``.
+    :class:`stream_langchain.tiers.llama_server.LlamaServer`; use ``.base_url``.
     """
-    from stream_langchain.llama_server import LlamaServer
+    from stream_langchain.tiers.llama_server import LlamaServer
 
     server = LlamaServer(n_ctx=2048, n_threads=2)
     server.start()

@@ -38,9 +38,9 @@ from typing import Any
 import httpx
 
 from benchmarks._common import TOPICS, pct
-from stream_langchain.hpc import ChatHPC
-from stream_langchain.hpc_stack import EmbeddedHPC
-from stream_langchain.llama_server import LlamaServer
+from stream_langchain.tiers.hpc import ChatHPC
+from stream_langchain.tiers.hpc_stack import EmbeddedHPC
+from stream_langchain.tiers.llama_server import LlamaServer
 
 OUT = Path(__file__).with_name("results")
 FORMS = ["Explain {} in detail.", "Write an essay about {}.", "Tell me everything about {}.",

@@ -21,9 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stream_langchain._cli_judge import PUBLISHED
-from stream_langchain._cli_judge import main as cli_main
-from stream_langchain.judge_eval import default_dataset
+from stream_langchain.cli.judge import PUBLISHED
+from stream_langchain.cli.judge import main as cli_main
+from stream_langchain.judges.evaluate import default_dataset
 
 __all__: list[str] = []
 
@@ -39,7 +39,7 @@ def _cold_load_s(runs: int = 3, *, default: bool = False) -> list[float]:
     """
     build = ("from stream_langchain.chat_model import default_judge; j = default_judge()"
              if default else
-             "from stream_langchain.classifier import EmbeddedJudge; j = EmbeddedJudge()")
+             "from stream_langchain.judges.embedded import EmbeddedJudge; j = EmbeddedJudge()")
     code = (f"import time; t = time.perf_counter(); {build}; "
             "j.judge('warm up'); print(time.perf_counter() - t)")
     out = []

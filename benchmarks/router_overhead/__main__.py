@@ -103,7 +103,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=60)
     args = ap.parse_args()
-    from stream_langchain.llamacpp import ChatLlamaCpp
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 
     local = ChatLlamaCpp(max_tokens=4, temperature=0.0)
     instant = GenericFakeChatModel(messages=iter([]))

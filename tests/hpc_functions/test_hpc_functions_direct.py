@@ -11,7 +11,7 @@ import pytest
 
 import relay
 from hpc_functions import batch_chat, ping, stream_chat
-from stream_langchain.llama_server import LlamaServer, free_port
+from stream_langchain.tiers.llama_server import LlamaServer, free_port
 
 
 def _channel(hpc_relay: tuple[str, str]) -> tuple[dict[str, Any], relay.SyncConsumer]:

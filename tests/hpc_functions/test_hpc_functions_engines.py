@@ -38,8 +38,8 @@ from globus_compute_endpoint.engines import (
 from globus_compute_sdk.serialize import ComputeSerializer, DillCode
 
 from hpc_functions import batch_chat, ping
-from stream_langchain.hpc import ChatHPC, HPCTaskError, shipped_serializer
-from stream_langchain.llama_server import LlamaServer
+from stream_langchain.tiers.hpc import ChatHPC, HPCTaskError, shipped_serializer
+from stream_langchain.tiers.llama_server import LlamaServer
 
 REPO = Path(__file__).resolve().parents[2]
 

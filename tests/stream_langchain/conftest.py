@@ -18,7 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
-from stream_langchain.judge import Complexity, Judge, Judgement
+from stream_langchain.judges import Complexity, Judge, Judgement
 
 MAX_TOKENS = 12
 
@@ -85,7 +85,7 @@ class DiesAfter(BaseChatModel):
 
 @pytest.fixture(scope="session")
 def local_model() -> BaseChatModel:
-    from stream_langchain.llamacpp import ChatLlamaCpp
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 
     return ChatLlamaCpp(max_tokens=MAX_TOKENS, temperature=0.0, seed=7)
 
@@ -123,6 +123,6 @@ def cloud_model(server_url: str) -> BaseChatModel:
 
 @pytest.fixture
 def dead_model() -> BaseChatModel:
-    from stream_langchain.llama_server import free_port
+    from stream_langchain.tiers.llama_server import free_port
 
     return openai_model(f"http://127.0.0.1:{free_port()}/v1", "nobody-home", timeout=5)

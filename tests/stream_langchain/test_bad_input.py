@@ -7,7 +7,7 @@ from langchain_core.messages import HumanMessage
 from langchain_ollama import ChatOllama
 
 from stream_langchain import ChatStream
-from stream_langchain.judge import KeywordJudge
+from stream_langchain.judges import KeywordJudge
 
 
 @pytest.fixture

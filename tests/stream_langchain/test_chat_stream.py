@@ -132,7 +132,7 @@ def test_midstream_failure_raises_when_failover_disabled(local_model: BaseChatMo
 
 def test_all_tiers_down_names_every_cause(dead_model: BaseChatModel) -> None:
     """Every tier failing raises one error naming each tier and its cause."""
-    from stream_langchain.llama_server import free_port
+    from stream_langchain.tiers.llama_server import free_port
     from tests.stream_langchain.conftest import openai_model
 
     other = openai_model(f"http://127.0.0.1:{free_port()}/v1", "also-gone")

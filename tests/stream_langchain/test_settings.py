@@ -9,8 +9,8 @@ from langchain_ollama import ChatOllama
 from langchain_openai import ChatOpenAI
 
 from stream_langchain import ChatStream, Settings, SettingsError
-from stream_langchain.chat_model import ESCALATE_BELOW
-from stream_langchain.judge import KeywordJudge
+from stream_langchain.judges import KeywordJudge
+from stream_langchain.judges.default import ESCALATE_BELOW
 
 GOOD = """
 [stream]
@@ -119,7 +119,7 @@ def test_hpc_settings_build_a_globus_backed_chathpc(tmp_path: Path,
     import globus_sdk
     from globus_compute_sdk import Client, Executor
 
-    from stream_langchain.hpc import ChatHPC
+    from stream_langchain.tiers.hpc import ChatHPC
 
     monkeypatch.setenv("GLOBUS_COMPUTE_USER_DIR", str(tmp_path))
     client = Client(do_version_check=False, authorizer=globus_sdk.NullAuthorizer())
@@ -151,7 +151,7 @@ def test_hpc_mode_is_validated() -> None:
     ("transformer", "transformer+keyword"),
 ])
 def test_judge_kinds_build_the_named_judges(kind: str, name: str) -> None:
-    from stream_langchain.judge import CascadeJudge
+    from stream_langchain.judges import CascadeJudge
 
     llm = ChatStream.from_settings({"stream": {"judge": kind}, "local": {"model": "m"}}, env={})
     judge = llm.active_judge

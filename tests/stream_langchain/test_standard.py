@@ -16,11 +16,11 @@ from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from stream_langchain import ChatStream
-from stream_langchain.judge import KeywordJudge
+from stream_langchain.judges import KeywordJudge
 
 
 def _params() -> dict[str, Any]:
-    from stream_langchain.llamacpp import ChatLlamaCpp
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 
     return {"local": ChatLlamaCpp(max_tokens=24, seed=1), "judge": KeywordJudge()}
 

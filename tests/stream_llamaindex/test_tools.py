@@ -15,7 +15,7 @@ from langchain_openai import ChatOpenAI
 from llama_index.core.tools import FunctionTool
 
 from stream_langchain import ChatStream, KeywordJudge
-from stream_langchain.llama_server import LlamaServer
+from stream_langchain.tiers.llama_server import LlamaServer
 from stream_llamaindex import StreamLLM
 
 pytestmark = pytest.mark.slow

@@ -1,0 +1,193 @@
+"""``stream chat`` and ``stream demo``: ask questions, see the routing, watch the tokens."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import IO, Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+
+__all__ = ["DEMO_QUESTIONS", "add_chat_commands"]
+
+DEMO_QUESTIONS = [
+    "What is the capital of France?",
+    "Explain how a hash table handles collisions.",
+    "Prove that there are infinitely many prime numbers, step by step.",
+]
+
+
+def _build(args: argparse.Namespace) -> Any:
+    from stream_langchain.chat_model import ChatStream
+    from stream_langchain.settings import default_config_path
+
+    path = args.config or default_config_path()
+    overrides: dict[str, Any] = {}
+    if path is not None:
+        return ChatStream.from_settings(path, **overrides)
+    if getattr(args, "no_hpc", False):
+        overrides["hpc"] = None
+    return ChatStream.embedded(max_tokens=args.max_tokens, **overrides)
+
+
+class _Printer:
+    """Plain text when piped, rich when a terminal."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.rich = None
+        if out.isatty():
+            try:
+                from rich.console import Console
+
+                self.rich = Console(file=out, highlight=False)
+            except ImportError:  # pragma: no cover - rich is a dependency
+                self.rich = None
+
+    def note(self, text: str) -> None:
+        if self.rich is not None:
+            self.rich.print(f"[dim]{text}[/dim]")
+        else:
+            print(text, file=self.out, flush=True)
+
+    def token(self, text: str) -> None:
+        self.out.write(text)
+        self.out.flush()
+
+
+def _header(hint: dict[str, Any]) -> str:
+    return (f"[{hint['tier']} | {hint['model']} | {hint['complexity']} | "
+            f"judge {hint['judge']} {hint['judge_ms']:.1f} ms]")
+
+
+def _footer(rec: dict[str, Any], elapsed: float) -> str:
+    out_tokens = rec.get("usage", {}).get("output_tokens", 0)
+    ttft = rec.get("ttft_ms")
+    gen_s = elapsed - (ttft or 0) / 1000.0
+    rate = out_tokens / gen_s if gen_s > 0 and out_tokens else 0.0
+    parts = [f"TTFT {ttft:.0f} ms" if ttft is not None else "TTFT n/a",
+             f"{out_tokens} tokens", f"{rate:.1f} tokens/s"]
+    ahead = _tiers_ahead(rec)
+    if ahead:
+        parts.append("skipped: " + "; ".join(f"{s['tier']} ({s['reason']})" for s in ahead))
+    if rec.get("fallbacks"):
+        parts.append("fallbacks: " + "; ".join(f"{f['tier']}: {f['error']}"
+                                               for f in rec["fallbacks"]))
+    if rec.get("failover"):
+        parts.append("failover: " + " -> ".join(rec.get("tiers", [])))
+    if rec.get("hpc_mode"):
+        parts.append(f"hpc mode: {rec['hpc_mode']}")
+    return "[" + " | ".join(parts) + "]"
+
+
+def _tiers_ahead(rec: dict[str, Any]) -> list[dict[str, str]]:
+    """Skipped tiers the policy would have preferred to the one that answered."""
+    from stream_langchain.judges import Complexity
+    from stream_langchain.routing import DEFAULT_ORDER
+
+    if "complexity" not in rec or rec.get("override"):
+        return []
+    order = list(DEFAULT_ORDER[Complexity(rec["complexity"])])
+    rank = order.index(rec["tier"]) if rec.get("tier") in order else len(order)
+    return [s for s in rec.get("skipped", []) if s["tier"] in order[:rank]]
+
+
+def _answer(llm: Any, messages: list[BaseMessage], tier: str | None, printer: _Printer | None,
+            ) -> tuple[str, dict[str, Any]]:
+    """Stream one answer; print it when ``printer`` is given. Returns (text, record)."""
+    kwargs = {"tier": tier} if tier else {}
+    started = time.perf_counter()
+    parts: list[str] = []
+    record: dict[str, Any] = {}
+    for chunk in llm.stream(messages, **kwargs):
+        hint = chunk.response_metadata.get("stream_route")
+        if hint and printer:
+            printer.note(_header(hint))
+        if chunk.content:
+            text = str(chunk.content)
+            parts.append(text)
+            if printer:
+                printer.token(text)
+        if "stream" in chunk.response_metadata:
+            record = chunk.response_metadata["stream"]
+    if printer:
+        printer.token("\n")
+        printer.note(_footer(record, time.perf_counter() - started))
+    return "".join(parts), record
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    question = args.question
+    if question == "-":
+        question = sys.stdin.read().strip()
+        if not question:
+            print("stream chat: no question on stdin", file=sys.stderr)
+            return 2
+    with _build(args) as llm:
+        if question is None:
+            return _interactive(llm, args)
+        messages: list[BaseMessage] = [HumanMessage(question)]
+        if args.json:
+            text, record = _answer(llm, messages, args.tier, None)
+            print(json.dumps({"answer": text, "stream": record}, ensure_ascii=False))
+        else:
+            _answer(llm, messages, args.tier, _Printer(sys.stdout))
+    return 0
+
+
+def _interactive(llm: Any, args: argparse.Namespace) -> int:
+    printer = _Printer(sys.stdout)
+    printer.note("STREAM chat: empty line or Ctrl-D to quit.")
+    history: list[BaseMessage] = []
+    while True:
+        try:
+            line = input("> ").strip()
+        except EOFError:
+            print()
+            return 0
+        if not line or line in {"exit", "quit"}:
+            return 0
+        history.append(HumanMessage(line))
+        text, _ = _answer(llm, history, args.tier, printer)
+        history.append(AIMessage(text))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    printer = _Printer(sys.stdout)
+    printer.note("STREAM demo: each question is judged, routed and streamed (embedded stack).")
+    with _build(args) as llm:
+        tiers = ", ".join(f"{t}={m}" for t, m in llm._identifying_params["tiers"].items())
+        printer.note(f"tiers: {tiers}; judge: {llm.active_judge.name}")
+        for q in args.questions or DEMO_QUESTIONS:
+            printer.note(f"\nQ: {q}")
+            _answer(llm, [HumanMessage(q)], None, printer)
+    return 0
+
+
+
+def add_chat_commands(sub: Any) -> None:
+    """Add ``chat`` and ``demo`` to the ``stream`` command's subparsers."""
+    chat = sub.add_parser("chat", help="ask a question (or chat interactively)")
+    chat.add_argument("question", nargs="?", help="the question; '-' reads stdin; "
+                      "omit for an interactive chat")
+    chat.add_argument("--tier", choices=["local", "hpc", "cloud"], help="force a tier")
+    chat.add_argument("--config", help="settings file (TOML)")
+    chat.add_argument("--json", action="store_true", help="print one JSON object")
+    chat.add_argument("--max-tokens", type=int,
+                      default=int(os.environ.get("STREAM_EMBEDDED_MAX_TOKENS", "256")),
+                      help="answer length for the embedded stack (default 256, or "
+                      "$STREAM_EMBEDDED_MAX_TOKENS)")
+    chat.add_argument("--no-hpc", action="store_true",
+                      help="embedded stack without its HPC tier (faster start)")
+    chat.set_defaults(func=_cmd_chat)
+
+    demo = sub.add_parser("demo", help="sample questions through the embedded stack")
+    demo.add_argument("questions", nargs="*", help="questions instead of the samples")
+    demo.add_argument("--config", help="settings file (TOML)")
+    demo.add_argument("--max-tokens", type=int,
+                      default=int(os.environ.get("STREAM_EMBEDDED_MAX_TOKENS", "48")))
+    demo.add_argument("--no-hpc", action="store_true")
+    demo.set_defaults(func=_cmd_demo)

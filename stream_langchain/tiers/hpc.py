@@ -1,0 +1,707 @@
+"""ChatHPC: the HPC tier as a LangChain chat model (Globus Compute + encrypted relay).
+
+Per request, :class:`ChatHPC` makes a new relay channel, a fresh AES-256 key and a pair of
+capability tokens; connects the consumer side of the channel; submits
+:func:`hpc_functions.stream_chat` through any :class:`concurrent.futures.Executor` (in
+production ``globus_compute_sdk.Executor``) with the producer token and the key as task
+arguments (the control plane); and yields the verified, decrypted deltas as
+:class:`~langchain_core.messages.AIMessageChunk` objects as they arrive (the data plane).
+
+If the relay cannot be reached, it runs :func:`hpc_functions.batch_chat` instead (the whole
+answer through the control plane) and says so in the final chunk's ``response_metadata``
+(``hpc_mode="batch"``, ``hpc_fallback_reason``).
+
+Failures are exceptions, never shorter answers: before the first chunk (so a router can try
+another tier) and mid-stream (so it can fail over). Every error is an :class:`HPCError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import secrets
+import threading
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, Literal
+
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils import secret_from_env
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, SecretStr, model_validator
+
+from stream_langchain.tiers.hpc_errors import (
+    HPCError,
+    HPCFirstTokenTimeout,
+    HPCIdleTimeout,
+    HPCQueueTimeout,
+    HPCRemoteError,
+    HPCTaskError,
+)
+from stream_langchain.tiers.hpc_globus import globus_executor, shipped_serializer
+
+__all__ = [
+    "ChatHPC",
+    "HPCError",
+    "HPCFirstTokenTimeout",
+    "HPCIdleTimeout",
+    "HPCQueueTimeout",
+    "HPCRemoteError",
+    "HPCTaskError",
+    "globus_executor",
+    "new_relay_secret",
+    "shipped_serializer",
+]
+
+
+# -- payload -> chunk conversion (shared by the stream and batch paths) ----------------------
+
+
+def _tool_chunks(tool_calls: Sequence[dict[str, Any]]) -> list[ToolCallChunk]:
+    out = []
+    for i, tc in enumerate(tool_calls):
+        fn = tc.get("function") or {}
+        out.append(
+            tool_call_chunk(
+                name=fn.get("name"),
+                args=fn.get("arguments"),
+                id=tc.get("id"),
+                index=tc.get("index", i),
+            )
+        )
+    return out
+
+
+def _delta_chunk(payload: dict[str, Any]) -> ChatGenerationChunk | None:
+    content = payload.get("content") or ""
+    tool_calls = payload.get("tool_calls") or []
+    if not content and not tool_calls:
+        return None
+    msg = AIMessageChunk(content=content, tool_call_chunks=_tool_chunks(tool_calls))
+    return ChatGenerationChunk(message=msg)
+
+
+def _usage(usage: dict[str, Any] | None, counted: int) -> UsageMetadata:
+    usage = usage or {}
+    out_tokens = int(usage.get("completion_tokens") or counted)
+    in_tokens = int(usage.get("prompt_tokens") or 0)
+    return UsageMetadata(
+        input_tokens=in_tokens, output_tokens=out_tokens, total_tokens=in_tokens + out_tokens
+    )
+
+
+def _final_chunk(
+    usage: UsageMetadata, metadata: dict[str, Any], finish_reason: str | None
+) -> ChatGenerationChunk:
+    meta = dict(metadata)
+    if finish_reason:
+        meta["finish_reason"] = finish_reason
+    return ChatGenerationChunk(
+        message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=meta),
+        generation_info={"finish_reason": finish_reason} if finish_reason else None,
+    )
+
+
+def _batch_chunks(
+    completion: dict[str, Any], metadata: dict[str, Any]
+) -> list[ChatGenerationChunk]:
+    choices = completion.get("choices") or []
+    if not choices:
+        raise HPCRemoteError(f"batch completion has no choices: {str(completion)[:200]}")
+    message = choices[0].get("message") or {}
+    chunks = []
+    first = _delta_chunk(
+        {"content": message.get("content") or "", "tool_calls": message.get("tool_calls") or []}
+    )
+    if first is not None:
+        chunks.append(first)
+    counted = 1 if first is not None else 0
+    meta = {"model_name": completion.get("model"), **metadata}
+    chunks.append(
+        _final_chunk(
+            _usage(completion.get("usage"), counted), meta, choices[0].get("finish_reason")
+        )
+    )
+    return chunks
+
+
+def _relay_lib() -> Any:
+    import relay
+
+    return relay
+
+
+def _is_unreachable(exc: BaseException) -> bool:
+    """Whether a consumer-open failure means 'relay not reachable' (-> batch fallback)."""
+    relay = _relay_lib()
+    if isinstance(exc, relay.AuthRejected):
+        return False
+    return isinstance(
+        exc, OSError | relay.RelayUnreachable | relay.ConnectTimeout | relay.RelayRefused
+    )
+
+
+class ChatHPC(BaseChatModel):
+    """The HPC tier: a model served on a cluster, reached through Globus Compute and a relay.
+
+    Setup:
+        ``pip install 'stream-tiered[hpc]'``; an endpoint with ``relay`` and ``httpx``
+        installed next to an OpenAI-compatible server (vLLM); a relay reachable from both
+        sides. See ``docs/deployment.md``.
+
+    Key init args:
+        executor: any ``concurrent.futures.Executor`` (``globus_compute_sdk.Executor`` in
+            production; see :meth:`from_globus`).
+        relay_url: ``ws://``/``wss://`` URL of the relay (``None``: batch mode only).
+        relay_secret: the relay's token-signing secret (env ``STREAM_RELAY_SECRET``).
+        backend_url: the OpenAI-compatible base URL *as seen from the HPC node*.
+        model: the model name the backend serves.
+
+    Instantiate:
+        .. code-block:: python
+
+            from stream_langchain.tiers.hpc import ChatHPC
+
+            llm = ChatHPC.from_globus(
+                endpoint_id="...", relay_url="wss://relay.example.org",
+                relay_secret=os.environ["STREAM_RELAY_SECRET"],
+                backend_url="http://127.0.0.1:8000/v1",
+                model="meta-llama/Llama-3.3-70B-Instruct",
+            )
+
+    Stream:
+        .. code-block:: python
+
+            for chunk in llm.stream("Why is the sky blue?"):
+                print(chunk.content, end="", flush=True)
+
+    Async:
+        .. code-block:: python
+
+            async for chunk in llm.astream("Why is the sky blue?"):
+                ...
+
+    The final chunk carries ``usage_metadata`` and ``response_metadata`` with ``hpc_mode``
+    (``"stream"`` or ``"batch"``), ``hpc_fallback_reason`` (batch only), ``hpc_queue_ms``
+    (submit to task start), ``hpc_backend_ttft_ms`` (the backend's own TTFT as measured on
+    the node, so ``ttft - hpc_backend_ttft_ms`` is what the dual-channel path adds) and
+    ``model_name``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    executor: Any = Field(exclude=True, repr=False)
+    """Runs the HPC functions: any ``concurrent.futures.Executor``."""
+    relay_url: str | None = None
+    """Relay base URL (``ws://host:port`` or ``wss://...``); ``None`` means batch mode only."""
+    relay_secret: SecretStr | None = Field(
+        default_factory=secret_from_env("STREAM_RELAY_SECRET", default=None), repr=False
+    )
+    """The relay's secret, used to mint per-channel capability tokens (never sent anywhere);
+    read from ``STREAM_RELAY_SECRET`` when not given."""
+    backend_url: str = "http://127.0.0.1:8000/v1"
+    """OpenAI-compatible base URL of the model server, as the HPC node sees it."""
+    backend_api_key: SecretStr | None = Field(default=None, repr=False)
+    """Bearer key for the backend, if it needs one (travels in the task arguments)."""
+    model: str = "default"
+    """Model name sent to the backend."""
+    max_tokens: int | None = Field(default=512, gt=0)
+    """Upper bound on the answer length (sent as ``max_tokens``)."""
+    temperature: float | None = None
+    """Sampling temperature (backend default when ``None``)."""
+    top_p: float | None = None
+    """Nucleus sampling (backend default when ``None``)."""
+    stop: list[str] | None = None
+    """Stop sequences."""
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    """More chat-completions body fields, sent as given."""
+    mode: Literal["stream", "batch"] = "stream"
+    """``"stream"``: tokens through the relay; ``"batch"``: the whole answer as the task result."""
+    batch_fallback: bool = True
+    """Use batch mode when the relay cannot be reached (else raise)."""
+    # Timeouts (seconds)
+    queue_timeout: float = Field(default=300.0, gt=0)
+    """From submit until the task starts and reaches the relay."""
+    first_token_timeout: float = Field(default=120.0, gt=0)
+    """From task start until the first token."""
+    idle_timeout: float = Field(default=60.0, gt=0)
+    """Longest silence between two frames once tokens flow."""
+    relay_open_timeout: float = Field(default=10.0, gt=0)
+    """Connecting to the relay (consumer here, producer on the node)."""
+    batch_timeout: float = Field(default=900.0, gt=0)
+    """A whole batch-mode answer, from submit."""
+    backend_timeout: float = Field(default=60.0, gt=0)
+    """On the node: connecting to the backend and waiting between its bytes."""
+    token_ttl: float = Field(default=3600.0, gt=0)
+    """Lifetime of the per-request capability tokens."""
+
+    @model_validator(mode="after")
+    def _check(self) -> ChatHPC:
+        if not isinstance(self.executor, concurrent.futures.Executor) and not callable(
+            getattr(self.executor, "submit", None)
+        ):
+            raise ValueError("executor must be a concurrent.futures.Executor (has .submit)")
+        if self.relay_url is not None:
+            if not self.relay_url.startswith(("ws://", "wss://")):
+                raise ValueError(f"relay_url must start with ws:// or wss://: {self.relay_url!r}")
+            if self.relay_secret is None or not self.relay_secret.get_secret_value():
+                raise ValueError("relay_url is set but relay_secret is missing or empty")
+        if not self.backend_url.startswith(("http://", "https://")):
+            raise ValueError(f"backend_url must be an http(s) URL: {self.backend_url!r}")
+        return self
+
+    @classmethod
+    def from_globus(
+        cls,
+        *,
+        endpoint_id: str,
+        amqp_port: int | None = 443,
+        task_group_id: str | None = None,
+        client: Any = None,
+        **kwargs: Any,
+    ) -> ChatHPC:
+        """Build a ChatHPC over ``globus_compute_sdk.Executor(endpoint_id=...)``.
+
+        Args:
+            endpoint_id: Globus Compute endpoint UUID.
+            amqp_port: Results-queue port (443, 5671 or 5672).
+            task_group_id: Task group to reuse (optional).
+            client: A ``globus_compute_sdk.Client`` (optional).
+            **kwargs: ChatHPC fields (``relay_url``, ``relay_secret``, ``backend_url``, ...).
+
+        Returns:
+            The chat model.
+        """
+        executor = globus_executor(
+            endpoint_id, amqp_port=amqp_port, task_group_id=task_group_id, client=client
+        )
+        return cls(executor=executor, **kwargs)
+
+    # -- LangChain surface ------------------------------------------------------------------
+
+    @property
+    def _llm_type(self) -> str:
+        return "stream-hpc"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "backend_url": self.backend_url,
+            "relay_url": self.relay_url,
+            "mode": self.mode,
+            "executor": type(self.executor).__name__,
+        }
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> Any:
+        params = super()._get_ls_params(stop=stop, **kwargs)
+        params["ls_provider"] = "stream-hpc"
+        params["ls_model_name"] = kwargs.get("model", self.model)
+        if self.max_tokens:
+            params["ls_max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        return params
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | Any],
+        *,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind OpenAI-format tools; they pass through to the backend (vLLM with tool parsing).
+
+        Args:
+            tools: Tools (dicts, pydantic models, functions or LangChain tools).
+            tool_choice: ``"auto"``, ``"none"``, ``"required"``, a tool name, or a dict.
+            **kwargs: More request fields.
+
+        Returns:
+            A runnable that sends the tools with every request.
+        """
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        if isinstance(tool_choice, str) and tool_choice not in ("auto", "none", "required"):
+            tool_choice = {"type": "function", "function": {"name": tool_choice}}
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return super().bind(tools=formatted, **kwargs)
+
+    def request_body(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """The plain-data request the HPC functions receive (chat body plus backend URL).
+
+        Args:
+            messages: The conversation.
+            stop: Stop sequences for this call.
+            **kwargs: Per-call body fields (``tools``, ``max_tokens``, ...).
+
+        Returns:
+            A dict with only JSON-able values.
+        """
+        from stream_langchain._messages import to_openai_messages
+
+        body: dict[str, Any] = {"model": self.model, "messages": to_openai_messages(messages)}
+        if self.max_tokens is not None:
+            body["max_tokens"] = self.max_tokens
+        if self.temperature is not None:
+            body["temperature"] = self.temperature
+        if self.top_p is not None:
+            body["top_p"] = self.top_p
+        stops = stop if stop is not None else self.stop
+        if stops:
+            body["stop"] = list(stops)
+        body.update(self.model_kwargs)
+        body.update({k: v for k, v in kwargs.items() if v is not None})
+        body["backend_url"] = self.backend_url
+        body["backend_timeout"] = self.backend_timeout
+        body["backend_batch_timeout"] = self.batch_timeout
+        if self.backend_api_key is not None:
+            body["backend_api_key"] = self.backend_api_key.get_secret_value()
+        return body
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop, run_manager, **kwargs))
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop, run_manager, **kwargs))
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        async for chunk in self._chunks(messages, stop, **kwargs):
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        # The one implementation is async; drive it on a private loop (no drift between paths).
+        for chunk in _drive_sync(self._chunks(messages, stop, **kwargs)):
+            if run_manager is not None:
+                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+            yield chunk
+
+    # -- the real path ---------------------------------------------------------------------
+
+    async def _chunks(
+        self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any
+    ) -> AsyncGenerator[ChatGenerationChunk, None]:
+        body = self.request_body(messages, stop, **kwargs)
+        if self.mode == "batch" or self.relay_url is None:
+            reason = None if self.mode == "batch" else "no relay configured"
+            for chunk in await self._batch(body, reason):
+                yield chunk
+            return
+        async for chunk in self._stream_via_relay(body):
+            yield chunk
+
+    async def _batch(self, body: dict[str, Any], reason: str | None) -> list[ChatGenerationChunk]:
+        from hpc_functions import batch_chat
+
+        submitted = time.monotonic()
+        try:
+            future = self.executor.submit(batch_chat, body)
+        except Exception as exc:
+            raise HPCTaskError(f"executor refused the batch task: {_describe(exc)}") from exc
+        try:
+            result = await asyncio.wait_for(
+                asyncio.wrap_future(future), self.queue_timeout + self.batch_timeout
+            )
+        except TimeoutError:
+            future.cancel()
+            raise HPCQueueTimeout(
+                f"batch task did not finish within {self.queue_timeout + self.batch_timeout:g}s"
+            ) from None
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            raise HPCTaskError(f"HPC batch task failed: {_describe(exc)}") from exc
+        meta: dict[str, Any] = {"hpc_mode": "batch", "hpc_total_ms": _ms(submitted)}
+        if reason:
+            meta["hpc_fallback_reason"] = reason
+        return _batch_chunks(result["completion"], meta)
+
+    async def _stream_via_relay(  # noqa: C901 - one state machine, kept in one place
+        self, body: dict[str, Any]
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        from hpc_functions import stream_chat
+
+        relay = _relay_lib()
+        assert self.relay_url is not None and self.relay_secret is not None
+        channel = relay.new_channel()
+        key = relay.new_key()
+        tokens = relay.mint_tokens(self.relay_secret.get_secret_value(), channel, self.token_ttl)
+        consumer = relay.Consumer(
+            self.relay_url,
+            channel,
+            tokens.consumer,
+            key,
+            open_timeout=self.relay_open_timeout,
+            # Our own phase timers below are tighter and name the phase; these are backstops.
+            first_frame_timeout=self.queue_timeout + self.relay_open_timeout,
+            idle_timeout=max(self.first_token_timeout, self.idle_timeout) + 1.0,
+        )
+        try:
+            await consumer.__aenter__()
+        except Exception as exc:
+            if self.batch_fallback and _is_unreachable(exc):
+                reason = f"relay unreachable: {_describe(exc)}"
+                for chunk in await self._batch(body, reason):
+                    yield chunk
+                return
+            raise HPCError(f"could not open the relay channel: {_describe(exc)}") from exc
+
+        relay_info = {
+            "url": self.relay_url,
+            "channel": channel,
+            "token": tokens.producer,
+            "key": key,
+            "open_timeout": self.relay_open_timeout,
+            "batch_on_relay_error": self.batch_fallback,
+        }
+        submitted = time.monotonic()
+        future: concurrent.futures.Future[Any] | None = None
+        next_frame: asyncio.Future[Any] | None = None
+        tokens_out = 0
+        try:
+            try:
+                future = self.executor.submit(stream_chat, body, relay_info)
+            except Exception as exc:
+                raise HPCTaskError(f"executor refused the task: {_describe(exc)}") from exc
+            task_done: asyncio.Future[Any] | None = asyncio.wrap_future(future)
+            frames = consumer.__aiter__()
+            phase = "queue"
+            started_at: float | None = None
+            usage: dict[str, Any] | None = None
+            finish_reason: str | None = None
+            model_name: str | None = None
+            backend_ttft: float | None = None
+            while True:
+                timeout = {
+                    "queue": self.queue_timeout,
+                    "first": self.first_token_timeout,
+                    "idle": self.idle_timeout,
+                }[phase]
+                if next_frame is None:
+                    next_frame = asyncio.ensure_future(frames.__anext__())
+                waiting = {next_frame} | ({task_done} if task_done is not None else set())
+                done, _ = await asyncio.wait(
+                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not done:
+                    raise _timeout_error(phase, timeout, tokens_out)
+                if task_done is not None and task_done in done and next_frame not in done:
+                    summary = _task_outcome(task_done, tokens_out)
+                    task_done = None
+                    if summary.get("mode") == "batch" and summary.get("ok"):
+                        if tokens_out:
+                            raise HPCRemoteError(
+                                "HPC task switched to batch mode after streaming", tokens=tokens_out
+                            )
+                        meta = {
+                            "hpc_mode": "batch",
+                            "hpc_fallback_reason": "relay unreachable from the HPC node: "
+                            + str(summary.get("relay_error")),
+                            "hpc_total_ms": _ms(submitted),
+                        }
+                        for chunk in _batch_chunks(summary["completion"], meta):
+                            yield chunk
+                        return
+                    if not summary.get("ok") and summary.get("error_kind") != "relay":
+                        raise HPCRemoteError(
+                            f"HPC task failed: {summary.get('error')}", tokens=tokens_out
+                        )
+                    if not summary.get("ok") and started_at is None:
+                        raise HPCError(
+                            f"HPC task could not stream: {summary.get('error')}", tokens=tokens_out
+                        )
+                    continue  # frames may still be in flight; the relay stream decides
+                frame_task, next_frame = next_frame, None
+                try:
+                    payload = frame_task.result()
+                except StopAsyncIteration:
+                    break
+                except relay.RemoteError as exc:
+                    raise HPCRemoteError(
+                        f"HPC node reported: {exc.message}", tokens=tokens_out
+                    ) from exc
+                except relay.RelayError as exc:
+                    raise HPCError(
+                        f"relay stream failed after {tokens_out} tokens: {_describe(exc)}",
+                        tokens=tokens_out,
+                    ) from exc
+                kind = payload.get("type") if isinstance(payload, dict) else None
+                if kind == "start":
+                    started_at = time.monotonic()
+                    phase = "first"
+                elif kind == "delta":
+                    model_name = model_name or payload.get("model")
+                    finish_reason = payload.get("finish_reason") or finish_reason
+                    delta = _delta_chunk(payload)
+                    if delta is not None:
+                        tokens_out += 1
+                        phase = "idle"
+                        yield delta
+                elif kind == "usage":
+                    usage = payload.get("usage")
+                    backend_ttft = payload.get("backend_ttft_s")
+                else:
+                    raise HPCError(
+                        f"unexpected payload from the HPC node: {kind!r}", tokens=tokens_out
+                    )
+            consumer_usage = getattr(consumer, "usage", None)
+            meta = {
+                "hpc_mode": "stream",
+                "model_name": model_name or self.model,
+                "hpc_queue_ms": None if started_at is None else (started_at - submitted) * 1000,
+                "hpc_backend_ttft_ms": None if backend_ttft is None else backend_ttft * 1000,
+                "hpc_total_ms": _ms(submitted),
+            }
+            yield _final_chunk(_usage(usage or consumer_usage, tokens_out), meta, finish_reason)
+        finally:
+            if next_frame is not None and not next_frame.done():
+                next_frame.cancel()
+                with contextlib.suppress(BaseException):
+                    await next_frame
+            with contextlib.suppress(Exception):
+                await consumer.__aexit__(None, None, None)
+            if future is not None and not future.done():
+                future.cancel()  # not started yet: never runs; running: the producer sees the close
+
+
+def _timeout_error(phase: str, timeout: float, tokens: int) -> HPCError:
+    if phase == "queue":
+        return HPCQueueTimeout(
+            f"HPC task did not start within queue_timeout={timeout:g}s", tokens=tokens
+        )
+    if phase == "first":
+        return HPCFirstTokenTimeout(
+            f"HPC task started but sent no token within first_token_timeout={timeout:g}s",
+            tokens=tokens,
+        )
+    return HPCIdleTimeout(
+        f"HPC stream idle for more than idle_timeout={timeout:g}s after {tokens} tokens",
+        tokens=tokens,
+    )
+
+
+def _task_outcome(done: asyncio.Future[Any], tokens: int) -> dict[str, Any]:
+    try:
+        result = done.result()
+    except Exception as exc:
+        raise HPCTaskError(f"HPC task failed: {_describe(exc)}", tokens=tokens) from exc
+    if not isinstance(result, dict):
+        raise HPCTaskError(f"HPC task returned {type(result).__name__}, not a summary dict")
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(text) > 1:  # remote tracebacks: keep the last line, which names the error
+        first = text[-1]
+    return f"{type(exc).__name__}: {first[:500]}" if first else type(exc).__name__
+
+
+def _ms(since: float) -> float:
+    return (time.monotonic() - since) * 1000
+
+
+def _drive_sync(agen: AsyncGenerator[ChatGenerationChunk, None]) -> Iterator[ChatGenerationChunk]:
+    """Iterate an async generator from sync code, on a private event loop.
+
+    In a thread without a running loop the loop runs right here; under a running loop (for
+    example sync ``invoke`` inside a notebook) it runs in a helper thread.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        running = False
+    else:
+        running = True
+    if not running:
+        loop = asyncio.new_event_loop()
+        step: asyncio.Task[ChatGenerationChunk] | None = None
+        try:
+            while True:
+                step = loop.create_task(_anext(agen))
+                try:
+                    yield loop.run_until_complete(step)
+                except StopAsyncIteration:
+                    return
+                step = None
+        finally:
+            # Interrupted mid-step (Ctrl-C, SystemExit, the caller closing us): cancel the
+            # step so the generator's cleanup (closing the relay channel) runs, then close it.
+            if step is not None and not step.done():
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(step)
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(agen.aclose())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+    else:
+        yield from _drive_in_thread(agen)
+
+
+async def _anext(agen: AsyncGenerator[ChatGenerationChunk, None]) -> ChatGenerationChunk:
+    return await agen.__anext__()
+
+
+def _drive_in_thread(
+    agen: AsyncGenerator[ChatGenerationChunk, None],
+) -> Iterator[ChatGenerationChunk]:
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="chathpc-sync", daemon=True)
+    thread.start()
+    try:
+        while True:
+            step = asyncio.run_coroutine_threadsafe(agen.__anext__(), loop)
+            try:
+                yield step.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(agen.aclose(), loop).result()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def new_relay_secret() -> str:
+    """A fresh random relay secret (for loopback stacks and tests)."""
+    return secrets.token_urlsafe(32)

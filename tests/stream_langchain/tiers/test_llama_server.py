@@ -1,0 +1,109 @@
+"""LlamaServer: llama.cpp's OpenAI-compatible server as a managed subprocess (real process)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from stream_langchain.tiers.llama_server import (
+    LlamaServer,
+    LlamaServerError,
+    bundled_model_path,
+    free_port,
+)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_bundled_model_path_is_a_gguf_file() -> None:
+    """The bundled model resolves to a real GGUF file (magic bytes 'GGUF')."""
+    path = Path(bundled_model_path())
+    assert path.is_file()
+    with path.open("rb") as f:
+        assert f.read(4) == b"GGUF"
+
+
+def test_free_port_is_bindable() -> None:
+    """free_port returns a port that can be bound right away."""
+    import socket
+
+    port = free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", port))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"port": 70000}, "port"),
+        ({"n_ctx": 0}, "n_ctx"),
+        ({"startup_timeout": 0}, "startup_timeout"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, int], message: str) -> None:
+    """Invalid constructor arguments raise ValueError naming the argument."""
+    with pytest.raises(ValueError, match=message):
+        LlamaServer(**kwargs)  # type: ignore[arg-type]
+
+
+def test_missing_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A model path that does not exist is reported with the path, before spawning anything."""
+    missing = tmp_path / "nope.gguf"
+    with pytest.raises(LlamaServerError, match="nope.gguf"):
+        LlamaServer(missing).start()
+
+
+def test_base_url_before_start_raises() -> None:
+    """Asking a stopped server for its URL is an error, not a dangling URL."""
+    with pytest.raises(LlamaServerError, match="not running"):
+        _ = LlamaServer(model_path="unused.gguf").base_url
+
+
+@pytest.mark.slow
+def test_server_that_dies_during_startup_reports_its_log(tmp_path: Path) -> None:
+    """A file that is not a model makes the server exit; the error carries the exit and log."""
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"not a model at all" * 100)
+    server = LlamaServer(bogus, startup_timeout=60)
+    with pytest.raises(LlamaServerError, match="exited with code"):
+        server.start()
+    assert not server.running
+
+
+@pytest.mark.slow
+def test_start_serves_models_and_stop_reaps_the_process() -> None:
+    """start() returns once /v1/models answers; stop() leaves no process (and no zombie)."""
+    with LlamaServer(n_ctx=512) as server:
+        pid = server.pid
+        assert pid is not None and server.running
+        resp = httpx.get(server.base_url + "/models", timeout=10)
+        assert resp.status_code == 200
+        assert resp.json()["data"][0]["id"] == "gemma-3-270m"
+    assert not server.running
+    assert not _pid_alive(pid)
+    server.stop()  # idempotent
+
+
+@pytest.mark.slow
+def test_openai_client_streams_from_shared_server(llama_server: LlamaServer) -> None:
+    """The real openai client streams a chat completion from the session server."""
+    client = openai.OpenAI(base_url=llama_server.base_url, api_key="unused")
+    stream = client.chat.completions.create(
+        model="gemma-3-270m",
+        messages=[{"role": "user", "content": "Name a colour."}],
+        max_tokens=8,
+        stream=True,
+    )
+    pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
+    assert sum(1 for p in pieces if p) >= 1
+    assert len([p for p in pieces if p]) <= 8
