@@ -1,0 +1,468 @@
+"""The OpenAI-compatible HTTP app over a ChatStream (FastAPI).
+
+Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (streaming and not),
+``GET /v1/admin/usage`` (admin keys), ``GET /health``, ``GET /metrics``.
+
+One request: authenticate (Bearer key) -> bounded body -> validate (:mod:`.schema`) -> model
+to tier -> rate limits (:mod:`.limits`) -> ``ChatStream.astream`` -> the chunks out as SSE or
+one JSON body -> one usage row (:mod:`.usage`), however the request ends. Headers are sent
+once the first token (or the end) is known, so a request no tier can serve is a plain 503 and
+the stream's ``x-stream-route`` header names the tier answering.
+
+Example:
+    >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+    >>> from stream_langchain import ChatStream, KeywordJudge
+    >>> from stream_langchain.proxy.usage import Store
+    >>> chat = ChatStream(local=GenericFakeChatModel(messages=iter(["hi"])),
+    ...                   judge=KeywordJudge())
+    >>> app = create_app(chat, store=Store("sqlite://"))
+    >>> sorted(r.path for r in app.routes if r.path.startswith("/v1"))[:2]
+    ['/v1/admin/usage', '/v1/chat/completions']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from langchain_core.messages import AIMessageChunk
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from stream_langchain._run import AllTiersFailed, TierFailure, describe, model_name
+from stream_langchain.chat_model import ChatStream
+from stream_langchain.context import count_text_tokens, count_tokens
+from stream_langchain.proxy.auth import Identity, KeyRing
+from stream_langchain.proxy.errors import APIError
+from stream_langchain.proxy.limits import Limiter, Limits, Permit
+from stream_langchain.proxy.ops import AccessLog, Metrics
+from stream_langchain.proxy.schema import (
+    ChatCompletionRequest,
+    ChatRequest,
+    ChunkWriter,
+    MessageLimits,
+    completion_body,
+    parse_chat_request,
+)
+from stream_langchain.proxy.sse import SSEResponse, sse_data, sse_error
+from stream_langchain.proxy.usage import Store, UsageRow
+
+__all__ = ["ProxyConfig", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+MODEL_PREFIX = "stream"
+# Routing-record fields published in ``x-stream-route`` and the ``stream`` field.
+_PUBLIC = ("tier", "model", "complexity", "judged_complexity", "confidence", "judge",
+           "judge_ms", "ttft_ms", "total_ms", "summarized", "context_tokens", "fallbacks",
+           "failover", "tiers", "skipped", "override", "usage", "usage_estimated",
+           "cloud_cost_usd", "hpc_mode", "hpc_fallback_reason", "hpc_queue_ms")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """What the proxy enforces. Every limit has a default; none is unbounded."""
+
+    # Limits
+    limits: Limits = field(default_factory=Limits)
+    """Per-identity requests/min, tokens/min, concurrent requests (keys may override)."""
+    messages: MessageLimits = field(default_factory=MessageLimits)
+    """Messages per request and characters per message."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    """Largest request body accepted (413 past it)."""
+    # Timeouts
+    key_cache_s: float = 5.0
+    """How long a verified key is trusted without reading the database."""
+
+
+def public_route(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The routing record's public fields (no secrets: names, timings, errors' one-liners)."""
+    if record is None:
+        return None
+    return {k: record[k] for k in _PUBLIC if k in record}
+
+
+def _route_header(route: dict[str, Any] | None) -> dict[str, str]:
+    if route is None:
+        return {}
+    return {"x-stream-route": json.dumps(route, separators=(",", ":"), ensure_ascii=True,
+                                         default=str)}
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+@dataclass
+class _Call:
+    """One chat request in flight: what the usage row and the metrics need."""
+
+    identity: Identity
+    req: ChatRequest
+    permit: Permit
+    input_estimate: int
+    started: float = field(default_factory=time.perf_counter)
+    ttft: float | None = None
+    done: bool = False
+
+
+class _Proxy:
+    def __init__(self, chat: ChatStream, store: Store, config: ProxyConfig) -> None:
+        self.chat = chat
+        self.store = store
+        self.config = config
+        self.keys = KeyRing(store, cache_s=config.key_cache_s)
+        self.limiter = Limiter(config.limits)
+        self.metrics = Metrics()
+        self.models: dict[str, str | None] = {MODEL_PREFIX: None}
+        self.models.update({f"{MODEL_PREFIX}-{t}": t for t in chat.tiers})
+        self._no_keys_until = 0.0
+        self._has_keys = True
+
+    # ------------------------------------------------------------------ auth
+
+    async def authenticate(self, request: Request) -> Identity:
+        key = _bearer(request)
+        if key is None:
+            raise APIError(401, "missing API key: send 'Authorization: Bearer <key>' (keys "
+                                "come from `stream keys create`)", code="missing_api_key")
+        known, ident = self.keys.cached(key)
+        if not known:
+            ident = await asyncio.to_thread(self.keys.verify, key)
+        if ident is None:
+            if not await self.has_keys():
+                raise APIError(401, "this proxy has no API keys yet; create one with "
+                                    "`stream keys create --name NAME`", code="no_api_keys")
+            raise APIError(401, "invalid or revoked API key", code="invalid_api_key")
+        request.state.log = {"identity": ident.name, "key_id": ident.key_id}
+        return ident
+
+    async def has_keys(self) -> bool:
+        now = time.monotonic()
+        if now >= self._no_keys_until:
+            self._has_keys = await asyncio.to_thread(self.store.active_key_count) > 0
+            self._no_keys_until = now + self.config.key_cache_s
+        return self._has_keys
+
+    async def read_body(self, request: Request) -> bytes:
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body is {declared} bytes; the limit is {limit}",
+                           code="body_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise APIError(413, f"request body exceeds {limit} bytes", code="body_too_large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------------ models
+
+    def model_entries(self) -> list[dict[str, Any]]:
+        tiers = self.chat.tiers
+        out = []
+        for name, tier in self.models.items():
+            info: dict[str, Any] = ({"routing": "auto", "tiers": {t: model_name(m)
+                                                                  for t, m in tiers.items()}}
+                                    if tier is None else
+                                    {"routing": "forced", "tier": tier,
+                                     "model": model_name(tiers[tier])})
+            out.append({"id": name, "object": "model", "created": 0, "owned_by": "stream",
+                        "stream": info})
+        return out
+
+    def tier_for(self, model: str) -> str | None:
+        if model not in self.models:
+            raise APIError(404, f"the model {model!r} does not exist; this proxy serves "
+                                + ", ".join(self.models), param="model",
+                           code="model_not_found")
+        return self.models[model]
+
+    # ------------------------------------------------------------------ chat
+
+    async def chat_completions(self, request: Request) -> Response:
+        ident = await self.authenticate(request)
+        req = parse_chat_request(await self.read_body(request), limits=self.config.messages)
+        tier = self.tier_for(req.model)
+        estimate = count_tokens(req.messages)
+        permit = self.limiter.admit(ident.name, tokens=estimate, rpm=ident.rpm, tpm=ident.tpm,
+                                    max_concurrent=ident.max_concurrent)
+        call = _Call(ident, req, permit, estimate)
+        request.state.log.update({"model": req.model, "stream": req.stream})
+        self.metrics.in_flight.inc()
+        kwargs = dict(req.kwargs)
+        if tier is not None:
+            kwargs["tier"] = tier
+        writer = ChunkWriter(req.model)
+        agen = cast(AsyncGenerator[AIMessageChunk, None],
+                    self.chat.astream(req.messages, stop=req.stop, **kwargs))
+        try:
+            first = await self._until_output(agen, writer, call)
+        except BaseException as exc:
+            await agen.aclose()
+            self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError)
+                        else "error", request, error=exc)
+            raise self.map_error(exc, writer) from None
+        headers = self.limiter.headers(ident.name, rpm=ident.rpm, tpm=ident.tpm)
+        if req.stream:
+            route = public_route(writer.hint or writer.record)
+            headers.update(_route_header(route))
+            return SSEResponse(self._events(agen, writer, first, call, request),
+                               headers=headers)
+        try:
+            async for chunk in agen:
+                writer.feed(chunk)
+        except BaseException as exc:
+            self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError)
+                        else "error", request, error=exc)
+            raise self.map_error(exc, writer) from None
+        finally:
+            await agen.aclose()
+        inp, out = self.finish(call, writer, "ok", request)
+        route = public_route(writer.record)
+        headers.update(_route_header(route))
+        return JSONResponse(completion_body(writer, route, inp, out), headers=headers)
+
+    async def _until_output(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter,
+                            call: _Call) -> list[dict[str, Any]]:
+        """Pull chunks until one carries output (or the stream ends): the headers wait for
+        it, so a request that no tier serves is still an ordinary error response."""
+        out: list[dict[str, Any]] = []
+        async for chunk in agen:
+            sse = writer.feed(chunk)
+            if sse is not None:
+                call.ttft = time.perf_counter()
+                out.append(sse)
+                break
+        return out
+
+    async def _events(self, agen: AsyncGenerator[AIMessageChunk, None], writer: ChunkWriter,
+                      first: list[dict[str, Any]], call: _Call,
+                      request: Request) -> AsyncGenerator[bytes, None]:
+        status, error = "aborted", None
+        try:
+            for item in first:
+                yield sse_data(item)
+            async for chunk in agen:
+                sse = writer.feed(chunk)
+                if sse is not None:
+                    yield sse_data(sse)
+            opening = writer.opening()
+            if opening is not None:
+                yield sse_data(opening)
+            status = "ok"
+            route = public_route(writer.record)
+            yield sse_data(writer.final(route))
+            if call.req.include_usage:
+                inp, out = self._tokens(call, writer)
+                yield sse_data(writer.usage_chunk(inp, out))
+            yield b"data: [DONE]\n\n"
+        except Exception as exc:  # failed after streaming began: say so, never a fake "stop"
+            status, error = "error", exc
+            mapped = self.map_error(exc, writer)
+            body = mapped.body() if isinstance(mapped, APIError) else {"error": {
+                "message": describe(exc), "type": "server_error", "param": None, "code": None}}
+            yield sse_error(body)
+        finally:
+            if status == "aborted":
+                self.metrics.cancelled.inc()
+            with contextlib.suppress(BaseException):
+                await agen.aclose()
+            self.finish(call, writer, status, request, error=error)
+
+    def map_error(self, exc: BaseException, writer: ChunkWriter) -> BaseException:
+        if isinstance(exc, APIError | asyncio.CancelledError):
+            return exc
+        if isinstance(exc, AllTiersFailed):
+            errors = [e["error"] for e in exc.errors]
+            if errors and all("does not support tool calling" in e for e in errors):
+                return APIError(400, "no tier that can serve this request supports tool "
+                                     "calling: " + "; ".join(errors), param="tools",
+                                code="tools_unsupported")
+            return APIError(503, f"no tier could serve the request: {exc}",
+                            code="all_tiers_failed")
+        if isinstance(exc, TierFailure):
+            return APIError(503, f"the answering tier failed: {exc}", code="tier_failed")
+        if isinstance(exc, ValueError | TypeError):
+            return APIError(400, f"invalid request: {describe(exc)}", code="invalid_request")
+        logger.error("chat request failed: %s", describe(exc))
+        return APIError(500, f"internal error: {describe(exc)}", code="internal_error")
+
+    def _tokens(self, call: _Call, writer: ChunkWriter) -> tuple[int, int]:
+        """Input and output tokens: the engine's record when the answer finished, else
+        counted here from what was generated (aborted and failed requests)."""
+        usage = (writer.record or {}).get("usage")
+        if usage:
+            return int(usage["input_tokens"]), int(usage["output_tokens"])
+        text = "".join(writer.text) + "".join(c["arguments"] for c in writer.tool_calls.values())
+        return call.input_estimate, count_text_tokens(text) if text else 0
+
+    def finish(self, call: _Call, writer: ChunkWriter, status: str, request: Request,
+               *, error: BaseException | None = None) -> tuple[int, int]:
+        """Record the request once: usage row, limits, metrics, access-log fields."""
+        inp, out = self._tokens(call, writer)
+        if call.done:
+            return inp, out
+        call.done = True
+        call.permit.add_tokens(out)
+        call.permit.release()
+        self.metrics.in_flight.dec()
+        now = time.perf_counter()
+        record = writer.record or {}
+        route = writer.record or writer.hint or {}
+        tier = route.get("tier")
+        duration = now - call.started
+        hpc_s = 0.0
+        if tier == "hpc":
+            hpc_ms = record.get("hpc_total_ms")
+            hpc_s = hpc_ms / 1000.0 if isinstance(hpc_ms, int | float) else duration
+        ttft_ms = None if call.ttft is None else (call.ttft - call.started) * 1000.0
+        err = None
+        if error is not None and not isinstance(error, asyncio.CancelledError):
+            err = describe(error)[:500]
+        self.store.record(UsageRow(
+            identity=call.identity.name, key_id=call.identity.key_id, model=call.req.model,
+            tier=tier, status=status, stream=call.req.stream, input_tokens=inp,
+            output_tokens=out, output_chunks=writer.content_chunks,
+            cloud_cost_usd=float(record.get("cloud_cost_usd") or 0.0), hpc_seconds=hpc_s,
+            duration_ms=duration * 1000.0, ttft_ms=ttft_ms, error=err))
+        label = tier or "none"
+        self.metrics.requests.labels(call.req.model, label, status).inc()
+        self.metrics.tokens.labels(label, "input").inc(inp)
+        self.metrics.tokens.labels(label, "output").inc(out)
+        if ttft_ms is not None:
+            self.metrics.ttft.labels(label).observe(ttft_ms / 1000.0)
+        log = getattr(request.state, "log", None)
+        if isinstance(log, dict):
+            log.update({"tier": tier, "outcome": status, "input_tokens": inp,
+                        "output_tokens": out,
+                        "ttft_ms": None if ttft_ms is None else round(ttft_ms, 3)})
+        return inp, out
+
+
+def _error_response(err: APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def _openapi_body() -> dict[str, Any]:
+    schema = ChatCompletionRequest.model_json_schema()
+    schema["properties"]["messages"]["items"] = {
+        "type": "object", "required": ["role"],
+        "properties": {"role": {"type": "string",
+                                "enum": ["system", "developer", "user", "assistant", "tool"]},
+                       "content": {"type": "string"},
+                       "tool_call_id": {"type": "string"}}}
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
+def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = None) -> FastAPI:
+    """The proxy as an ASGI app serving ``chat``.
+
+    Args:
+        chat: the engine (``ChatStream.embedded()`` / ``ChatStream.from_settings(...)``).
+        store: keys and usage (the caller closes it).
+        config: limits; defaults when ``None``.
+    """
+    proxy = _Proxy(chat, store, config or ProxyConfig())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        n = await asyncio.to_thread(store.active_key_count)
+        if n == 0:
+            logger.warning("the key store (%s) has no API keys: every request gets 401 until "
+                           "`stream keys create --name NAME` makes one", store.url_safe)
+        else:
+            logger.info("serving %s with %d API key(s); tiers: %s", ", ".join(proxy.models), n,
+                        ", ".join(chat.tiers))
+        yield
+        await asyncio.to_thread(store.flush)
+
+    app = FastAPI(title="STREAM proxy", version="1", lifespan=lifespan,
+                  description="OpenAI-compatible API over STREAM's tiers (local, HPC, cloud).")
+    app.state.proxy = proxy
+
+    @app.exception_handler(APIError)
+    async def _api_error(_r: Request, exc: APIError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        msg = "no such route" if exc.status_code == 404 else str(exc.detail)
+        return _error_response(APIError(exc.status_code, msg, code="not_found"
+                                        if exc.status_code == 404 else None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in err.get("loc", ()))
+        return _error_response(APIError(422, f"{param}: {err.get('msg')}", param=param or None,
+                                        code="invalid_value"))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error: %s", describe(exc))
+        return _error_response(APIError(500, "internal error", code="internal_error"))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness and each tier's circuit state (no authentication)."""
+        return {"status": "ok", "models": list(proxy.models),
+                "tiers": {t: chat.breaker.state(t) for t in chat.tiers}}
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(generate_latest(proxy.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> JSONResponse:
+        """The models this proxy serves: ``stream`` (auto-routing) and one per tier."""
+        ident = await proxy.authenticate(request)
+        return JSONResponse({"object": "list", "data": proxy.model_entries()},
+                            headers=proxy.limiter.headers(ident.name, rpm=ident.rpm,
+                                                          tpm=ident.tpm))
+
+    @app.get("/v1/models/{model}")
+    async def get_model(model: str, request: Request) -> JSONResponse:
+        """One model (404 when this proxy does not serve it)."""
+        await proxy.authenticate(request)
+        proxy.tier_for(model)
+        return JSONResponse(next(m for m in proxy.model_entries() if m["id"] == model))
+
+    @app.post("/v1/chat/completions", openapi_extra=_openapi_body())
+    async def chat_completions(request: Request) -> Response:
+        """OpenAI chat completions, streaming (SSE) or not, routed by STREAM."""
+        return await proxy.chat_completions(request)
+
+    @app.get("/v1/admin/usage")
+    async def admin_usage(request: Request, identity: str | None = None,
+                          since: float = 0.0) -> JSONResponse:
+        """Usage per identity and tier (admin keys only)."""
+        ident = await proxy.authenticate(request)
+        if not ident.admin:
+            raise APIError(403, f"key {ident.key_id!r} is not an admin key",
+                           code="admin_required")
+        await asyncio.to_thread(store.flush)
+        rows = await asyncio.to_thread(store.summary, identity=identity, since=since)
+        return JSONResponse({"object": "list", "data": rows})
+
+    app.add_middleware(AccessLog, metrics=proxy.metrics)
+    return app

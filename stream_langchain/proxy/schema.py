@@ -1,0 +1,409 @@
+"""OpenAI chat-completions <-> LangChain: request validation in, responses and chunks out.
+
+Pure functions, no I/O. :func:`parse_chat_request` turns a JSON body into LangChain messages
+and the keyword arguments ``ChatStream.astream`` takes, refusing what cannot be honoured with
+an :class:`~stream_langchain.proxy.errors.APIError` that names the parameter (never a silent
+drop). :class:`ChunkWriter` turns ``AIMessageChunk``s into ``chat.completion.chunk`` dicts and
+remembers what it emitted for the final response and the usage record.
+
+Example:
+    >>> req = parse_chat_request(b'{"model": "stream", "messages": '
+    ...                          b'[{"role": "user", "content": "hi"}], "max_tokens": 5}',
+    ...                          limits=MessageLimits())
+    >>> type(req.messages[0]).__name__, req.kwargs
+    ('HumanMessage', {'max_tokens': 5})
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    ToolMessage,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stream_langchain.proxy.errors import APIError
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatRequest",
+    "ChunkWriter",
+    "MessageLimits",
+    "completion_body",
+    "parse_chat_request",
+    "usage_body",
+]
+
+# Parameters accepted only at the value that means "the default behaviour".
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "n": (1,),
+    "presence_penalty": (0, 0.0),
+    "frequency_penalty": (0, 0.0),
+    "logprobs": (False,),
+    "parallel_tool_calls": (True,),
+}
+# Parameters accepted and not used for generation (identifiers for the caller's own bookkeeping).
+_IGNORED = frozenset({"user"})
+_ROLES = ("system", "developer", "user", "assistant", "tool")
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions`` (the fields STREAM honours)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1, description="stream, stream-local, stream-hpc or "
+                                                  "stream-cloud (see GET /v1/models)")
+    messages: list[dict[str, Any]] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: dict[str, Any] | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    n: int | None = Field(None, ge=1)
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logprobs: bool | None = None
+    user: str | None = None
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """Bounds on one request's conversation (the seed proxy's: 500 messages of 100K chars)."""
+
+    max_messages: int = 500
+    max_message_chars: int = 100_000
+
+
+@dataclass
+class ChatRequest:
+    """A validated request: the LangChain view of it plus what the response needs."""
+
+    model: str
+    messages: list[BaseMessage]
+    kwargs: dict[str, Any]
+    stream: bool
+    include_usage: bool
+    stop: list[str] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _param_of(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _text(content: Any, i: int, role: str) -> Any:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise APIError(400, f"messages[{i}].content must be a string or a list of content "
+                            f"parts, not {type(content).__name__}",
+                       param=f"messages[{i}].content", code="invalid_content")
+    parts: list[Any] = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise APIError(400, f"messages[{i}].content[{j}] has type {kind!r}; STREAM routes "
+                                "text only (supported content part type: 'text')",
+                           param=f"messages[{i}].content[{j}].type",
+                           code="unsupported_content")
+        parts.append({"type": "text", "text": part["text"]})
+    if role != "assistant" and role != "user":
+        return "".join(p["text"] for p in parts)
+    return parts
+
+
+def _tool_calls(raw: Any, i: int) -> list[dict[str, Any]]:
+    if not isinstance(raw, list):
+        raise APIError(400, f"messages[{i}].tool_calls must be a list",
+                       param=f"messages[{i}].tool_calls", code="invalid_tool_calls")
+    out = []
+    for j, tc in enumerate(raw):
+        fn = tc.get("function") if isinstance(tc, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise APIError(400, f"messages[{i}].tool_calls[{j}] needs function.name",
+                           param=f"messages[{i}].tool_calls[{j}].function",
+                           code="invalid_tool_calls")
+        args_text = fn.get("arguments") or "{}"
+        try:
+            args = json.loads(args_text) if isinstance(args_text, str) else args_text
+        except json.JSONDecodeError:
+            raise APIError(400, f"messages[{i}].tool_calls[{j}].function.arguments is not "
+                                "valid JSON", param=f"messages[{i}].tool_calls[{j}]"
+                                ".function.arguments", code="invalid_tool_calls") from None
+        if not isinstance(args, dict):
+            raise APIError(400, f"messages[{i}].tool_calls[{j}].function.arguments must be "
+                                "a JSON object", param=f"messages[{i}].tool_calls[{j}]"
+                                ".function.arguments", code="invalid_tool_calls")
+        out.append({"name": fn["name"], "args": args, "id": tc.get("id") or f"call_{i}_{j}",
+                    "type": "tool_call"})
+    return out
+
+
+def to_langchain(messages: list[dict[str, Any]], limits: MessageLimits) -> list[BaseMessage]:
+    """OpenAI message dicts -> LangChain messages, within ``limits``.
+
+    Raises:
+        APIError: 400 naming the message and field at fault, 413 past a limit.
+    """
+    if len(messages) > limits.max_messages:
+        raise APIError(413, f"{len(messages)} messages; the limit is {limits.max_messages}",
+                       param="messages", code="too_many_messages")
+    out: list[BaseMessage] = []
+    for i, m in enumerate(messages):
+        role = m.get("role")
+        if role not in _ROLES:
+            raise APIError(400, f"messages[{i}].role is {role!r}; expected one of "
+                                + ", ".join(_ROLES), param=f"messages[{i}].role",
+                           code="invalid_role")
+        content = _text(m.get("content"), i, role)
+        size = len(content) if isinstance(content, str) else sum(len(p["text"])
+                                                                   for p in content)
+        if size > limits.max_message_chars:
+            raise APIError(413, f"messages[{i}] has {size} characters; the limit is "
+                                f"{limits.max_message_chars}", param=f"messages[{i}].content",
+                           code="message_too_long")
+        name = m.get("name") if isinstance(m.get("name"), str) else None
+        if role in ("system", "developer"):
+            out.append(SystemMessage(content, name=name))
+        elif role == "user":
+            out.append(HumanMessage(content, name=name))
+        elif role == "assistant":
+            calls = _tool_calls(m["tool_calls"], i) if m.get("tool_calls") else []
+            out.append(AIMessage(content, tool_calls=calls, name=name))
+        else:
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
+                raise APIError(400, f"messages[{i}] (role 'tool') needs tool_call_id",
+                               param=f"messages[{i}].tool_call_id", code="missing_tool_call_id")
+            out.append(ToolMessage(content, tool_call_id=call_id))
+    return out
+
+
+def parse_chat_request(body: bytes, *, limits: MessageLimits) -> ChatRequest:
+    """Validate a chat-completions body.
+
+    Raises:
+        APIError: 400 (not JSON, unsupported or conflicting parameters, bad messages),
+            413 (a message limit), 422 (a field of the wrong type or out of range).
+    """
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    try:
+        req = ChatCompletionRequest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = _param_of(tuple(err["loc"]))
+        raise APIError(422, f"{param}: {err['msg']}", param=param or None,
+                       code="invalid_value") from None
+    extra = dict(req.model_extra or {})
+    unsupported = sorted(k for k, v in extra.items() if v is not None and k not in _IGNORED)
+    for name, neutral in _NEUTRAL.items():
+        value = getattr(req, name)
+        if value is not None and value not in neutral:
+            unsupported.append(f"{name}={value!r}")
+    if unsupported:
+        raise APIError(400, "unsupported parameter(s): " + ", ".join(unsupported)
+                       + " (STREAM honours model, messages, stream, stream_options, "
+                         "temperature, top_p, max_tokens, max_completion_tokens, stop, tools, "
+                         "tool_choice, response_format; n=1 only)",
+                       param=unsupported[0].split("=")[0], code="unsupported_parameter")
+    if (req.max_tokens is not None and req.max_completion_tokens is not None
+            and req.max_tokens != req.max_completion_tokens):
+        raise APIError(400, "max_tokens and max_completion_tokens disagree; send one",
+                       param="max_tokens", code="conflicting_parameters")
+    kwargs: dict[str, Any] = {}
+    if req.temperature is not None:
+        kwargs["temperature"] = req.temperature
+    if req.top_p is not None:
+        kwargs["top_p"] = req.top_p
+    limit = req.max_completion_tokens or req.max_tokens
+    if limit is not None:
+        kwargs["max_tokens"] = limit
+    if req.tools:
+        for j, tool in enumerate(req.tools):
+            fn = tool.get("function")
+            if tool.get("type") != "function" or not isinstance(fn, dict) \
+                    or not isinstance(fn.get("name"), str):
+                raise APIError(400, f"tools[{j}] must be {{'type': 'function', 'function': "
+                                    "{'name': ..., 'parameters': ...}}",
+                               param=f"tools[{j}]", code="invalid_tools")
+        kwargs["tools"] = list(req.tools)
+        if req.tool_choice is not None:
+            kwargs["tool_choice"] = req.tool_choice
+    elif req.tool_choice not in (None, "none", "auto"):
+        raise APIError(400, "tool_choice needs tools", param="tool_choice",
+                       code="invalid_tool_choice")
+    if req.response_format is not None:
+        kind = req.response_format.get("type")
+        if kind not in ("text", "json_object", "json_schema"):
+            raise APIError(400, f"response_format.type {kind!r} is not one of text, "
+                                "json_object, json_schema", param="response_format.type",
+                           code="invalid_response_format")
+        if kind != "text":
+            kwargs["response_format"] = req.response_format
+    stop = [req.stop] if isinstance(req.stop, str) else (list(req.stop) if req.stop else None)
+    opts = req.stream_options or {}
+    if opts and not req.stream:
+        raise APIError(400, "stream_options is only allowed with stream=true",
+                       param="stream_options", code="invalid_stream_options")
+    unknown = sorted(set(opts) - {"include_usage"})
+    if unknown:
+        raise APIError(400, "unsupported stream_options: " + ", ".join(unknown),
+                       param="stream_options", code="unsupported_parameter")
+    return ChatRequest(model=req.model, messages=to_langchain(req.messages, limits),
+                       kwargs=kwargs, stream=bool(req.stream),
+                       include_usage=bool(opts.get("include_usage")), stop=stop)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+def usage_body(input_tokens: int, output_tokens: int) -> dict[str, int]:
+    """OpenAI's ``usage`` object."""
+    return {"prompt_tokens": input_tokens, "completion_tokens": output_tokens,
+            "total_tokens": input_tokens + output_tokens}
+
+
+class ChunkWriter:
+    """Turns a ChatStream's chunks into ``chat.completion.chunk`` dicts, keeping the totals.
+
+    Args:
+        model: The model name the client asked for (echoed back).
+    """
+
+    def __init__(self, model: str) -> None:
+        self.id = "chatcmpl-" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = model
+        self.text: list[str] = []
+        self.content_chunks = 0
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+        self.finish_reason: str | None = None
+        self.record: dict[str, Any] | None = None
+        self.hint: dict[str, Any] | None = None
+        self._role_sent = False
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "system_fingerprint": None,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None,
+                             "finish_reason": finish}]}
+
+    def feed(self, message: AIMessageChunk) -> dict[str, Any] | None:
+        """Take one engine chunk; return the SSE chunk to send, or ``None`` (nothing new)."""
+        meta = message.response_metadata
+        if "stream" in meta:
+            self.record = meta["stream"]
+        if "stream_route" in meta and self.hint is None:
+            self.hint = meta["stream_route"]
+        if meta.get("finish_reason"):
+            self.finish_reason = str(meta["finish_reason"])
+        delta: dict[str, Any] = {}
+        text = message.content if isinstance(message.content, str) else "".join(
+            p.get("text", "") if isinstance(p, dict) else str(p) for p in message.content)
+        if text:
+            delta["content"] = text
+            self.text.append(text)
+            self.content_chunks += 1
+        calls = []
+        for tc in message.tool_call_chunks:
+            index = tc.get("index")
+            index = len(self.tool_calls) if index is None else int(index)
+            seen = self.tool_calls.setdefault(index, {"id": None, "name": None, "arguments": ""})
+            piece: dict[str, Any] = {"index": index}
+            if tc.get("id") and not seen["id"]:
+                seen["id"] = tc["id"]
+                piece["id"] = tc["id"]
+                piece["type"] = "function"
+            fn: dict[str, Any] = {}
+            if tc.get("name") and not seen["name"]:
+                seen["name"] = tc["name"]
+                fn["name"] = tc["name"]
+            if tc.get("args"):
+                seen["arguments"] += tc["args"]
+                fn["arguments"] = tc["args"]
+            if fn:
+                piece["function"] = fn
+            calls.append(piece)
+        if calls:
+            delta["tool_calls"] = calls
+        if not delta:
+            return None
+        if not self._role_sent:
+            self._role_sent = True
+            delta = {"role": "assistant", **({"content": ""} if "content" not in delta
+                                              and not calls else {}), **delta}
+        return self._chunk(delta)
+
+    def opening(self) -> dict[str, Any] | None:
+        """The role-only chunk, when no content came before the end."""
+        if self._role_sent:
+            return None
+        self._role_sent = True
+        return self._chunk({"role": "assistant", "content": ""})
+
+    @property
+    def finish(self) -> str:
+        """``tool_calls`` when the answer called tools, else the tier's reason (``stop``)."""
+        if self.tool_calls:
+            return "tool_calls"
+        return self.finish_reason if self.finish_reason in ("stop", "length",
+                                                            "content_filter") else "stop"
+
+    def final(self, route: dict[str, Any] | None) -> dict[str, Any]:
+        """The chunk carrying ``finish_reason`` and the routing record."""
+        out = self._chunk({}, self.finish)
+        out["stream"] = route
+        return out
+
+    def usage_chunk(self, input_tokens: int, output_tokens: int) -> dict[str, Any]:
+        """The ``stream_options.include_usage`` chunk (empty ``choices``)."""
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model, "system_fingerprint": None, "choices": [],
+                "usage": usage_body(input_tokens, output_tokens)}
+
+    def tool_calls_body(self) -> list[dict[str, Any]]:
+        return [{"id": c["id"] or f"call_{i}", "type": "function",
+                 "function": {"name": c["name"] or "", "arguments": c["arguments"]}}
+                for i, c in sorted(self.tool_calls.items())]
+
+
+def completion_body(writer: ChunkWriter, route: dict[str, Any] | None, input_tokens: int,
+                    output_tokens: int) -> dict[str, Any]:
+    """The non-streaming ``chat.completion`` response."""
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(writer.text) or None,
+                               "refusal": None}
+    if writer.tool_calls:
+        message["tool_calls"] = writer.tool_calls_body()
+    return {"id": writer.id, "object": "chat.completion", "created": writer.created,
+            "model": writer.model, "system_fingerprint": None,
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": writer.finish}],
+            "usage": usage_body(input_tokens, output_tokens), "stream": route}
+

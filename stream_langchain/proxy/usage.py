@@ -1,0 +1,310 @@
+"""The proxy's database: API keys (hashes only) and usage rows, through SQLAlchemy.
+
+SQLite by default (one file, no server); PostgreSQL with the same code when the URL says so
+(``postgresql://user:pass@host/db``, driven by psycopg 3), so several proxy replicas share
+keys and usage. Writes from the request path never wait on the database: :meth:`Store.record`
+queues the row for a writer thread, :meth:`Store.flush` waits until it is written.
+
+Example:
+    >>> store = Store("sqlite://")
+    >>> store.record(UsageRow(identity="alice", key_id="k1", model="stream", tier="local",
+    ...                       status="ok", stream=True, input_tokens=12, output_tokens=30))
+    >>> store.flush()
+    >>> [(r["identity"], r["tier"], r["requests"], r["output_tokens"]) for r in store.summary()]
+    [('alice', 'local', 1, 30)]
+    >>> store.close()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["DB_ENV", "KeyRecord", "Store", "UsageRow", "default_db_url", "safe_url"]
+
+logger = logging.getLogger(__name__)
+
+DB_ENV = "STREAM_PROXY_DB"
+"""Environment variable with the database URL (default: a SQLite file in the user's data dir)."""
+
+metadata = MetaData()
+
+api_keys = Table(
+    "stream_api_keys", metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("key_hash", String(64), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("admin", Boolean, nullable=False, default=False),
+    Column("rpm", Integer, nullable=True),
+    Column("tpm", Integer, nullable=True),
+    Column("max_concurrent", Integer, nullable=True),
+    Column("created", Float, nullable=False),
+    Column("revoked", Float, nullable=True),
+)
+
+usage = Table(
+    "stream_usage", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", Float, nullable=False, index=True),
+    Column("identity", String(200), nullable=False, index=True),
+    Column("key_id", String(32), nullable=True),
+    Column("model", String(100), nullable=False),
+    Column("tier", String(16), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("stream", Boolean, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("output_chunks", Integer, nullable=False, default=0),
+    Column("cloud_cost_usd", Float, nullable=False, default=0.0),
+    Column("hpc_seconds", Float, nullable=False, default=0.0),
+    Column("duration_ms", Float, nullable=False, default=0.0),
+    Column("ttft_ms", Float, nullable=True),
+    Column("error", String(500), nullable=True),
+)
+
+
+def default_db_url() -> str:
+    """``$STREAM_PROXY_DB``, else ``sqlite:///<XDG data dir>/stream/proxy.db``."""
+    env = os.environ.get(DB_ENV)
+    if env:
+        return env
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{base / 'stream' / 'proxy.db'}"
+
+
+def _normalize(url: str) -> URL:
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password masked (for logs and messages)."""
+    try:
+        return _normalize(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: say so without echoing it
+        return "<unparsable database URL>"
+
+
+@dataclass
+class UsageRow:
+    """One request's usage (written once, when the request ends however it ends)."""
+
+    identity: str
+    key_id: str | None
+    model: str
+    tier: str | None
+    status: str
+    """``ok``, ``error`` (failed after starting) or ``aborted`` (the client left)."""
+    stream: bool
+    input_tokens: int
+    output_tokens: int
+    output_chunks: int = 0
+    cloud_cost_usd: float = 0.0
+    hpc_seconds: float = 0.0
+    duration_ms: float = 0.0
+    ttft_ms: float | None = None
+    error: str | None = None
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """An API key as stored: never the key itself, only its SHA-256."""
+
+    key_id: str
+    key_hash: str
+    name: str
+    admin: bool
+    rpm: int | None
+    tpm: int | None
+    max_concurrent: int | None
+    created: float
+    revoked: float | None
+
+
+class Store:
+    """Keys and usage in one SQL database.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///path``, ``sqlite://`` in memory,
+            ``postgresql://...``).
+        create: create the tables when missing.
+    """
+
+    def __init__(self, url: str | None = None, *, create: bool = True) -> None:
+        url = url or default_db_url()
+        parsed = _normalize(url)
+        self.url_safe = parsed.render_as_string(hide_password=True)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            db = parsed.database
+            if db and db != ":memory:":
+                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            else:
+                kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(parsed, **kwargs)
+        if parsed.get_backend_name() == "sqlite":
+            from sqlalchemy import event
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(conn: Any, _record: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA busy_timeout=30000")
+                cur.close()
+
+        if create:
+            metadata.create_all(self.engine)
+        self._queue: queue.Queue[UsageRow | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="stream-usage-writer",
+                                        daemon=True)
+        self._writer.start()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"Store({self.url_safe!r})"
+
+    # ------------------------------------------------------------------ usage
+
+    def record(self, row: UsageRow) -> None:
+        """Queue ``row`` for writing (returns at once)."""
+        self._queue.put(row)
+
+    def flush(self) -> None:
+        """Wait until every queued row is in the database."""
+        self._queue.join()
+
+    def _write_loop(self) -> None:
+        while True:
+            row = self._queue.get()
+            try:
+                if row is None:
+                    return
+                batch = [row]
+                while True:  # write what queued up meanwhile in one transaction
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        self._queue.put(None)
+                        self._queue.task_done()
+                        break
+                    batch.append(nxt)
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(insert(usage), [asdict(r) for r in batch])
+                except Exception:
+                    logger.exception("could not write %d usage row(s) to %s", len(batch),
+                                     self.url_safe)
+                for _ in batch[1:]:
+                    self._queue.task_done()
+            finally:
+                self._queue.task_done()
+
+    def rows(self, *, identity: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:
+        """Raw usage rows, oldest first."""
+        q = select(usage).where(usage.c.ts >= since).order_by(usage.c.id)
+        if identity is not None:
+            q = q.where(usage.c.identity == identity)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(q)]
+
+    def summary(self, *, identity: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:
+        """Totals per identity and tier: requests, tokens, cloud cost, HPC seconds, aborted."""
+        q = (select(usage.c.identity, usage.c.tier,
+                    func.count().label("requests"),
+                    func.sum(usage.c.input_tokens).label("input_tokens"),
+                    func.sum(usage.c.output_tokens).label("output_tokens"),
+                    func.sum(usage.c.cloud_cost_usd).label("cloud_cost_usd"),
+                    func.sum(usage.c.hpc_seconds).label("hpc_seconds"),
+                    func.sum((usage.c.status == "aborted").cast(Integer)).label("aborted"),
+                    func.sum((usage.c.status == "error").cast(Integer)).label("errors"))
+             .where(usage.c.ts >= since)
+             .group_by(usage.c.identity, usage.c.tier)
+             .order_by(usage.c.identity, usage.c.tier))
+        if identity is not None:
+            q = q.where(usage.c.identity == identity)
+        with self.engine.connect() as conn:
+            out = []
+            for r in conn.execute(q):
+                d = dict(r._mapping)
+                for k in ("requests", "input_tokens", "output_tokens", "aborted", "errors"):
+                    d[k] = int(d[k] or 0)
+                d["cloud_cost_usd"] = float(d["cloud_cost_usd"] or 0.0)
+                d["hpc_seconds"] = round(float(d["hpc_seconds"] or 0.0), 6)
+                out.append(d)
+            return out
+
+    # ------------------------------------------------------------------ keys
+
+    def add_key(self, rec: KeyRecord) -> None:
+        """Store a new key record."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(api_keys).values(**asdict(rec)))
+
+    def get_key(self, key_id: str) -> KeyRecord | None:
+        """The record for ``key_id`` (revoked ones included), or ``None``."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(api_keys).where(api_keys.c.key_id == key_id)).first()
+        return None if row is None else KeyRecord(**dict(row._mapping))
+
+    def list_keys(self) -> list[KeyRecord]:
+        """Every key record, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(api_keys).order_by(api_keys.c.created)).all()
+        return [KeyRecord(**dict(r._mapping)) for r in rows]
+
+    def revoke_key(self, key_id: str) -> bool:
+        """Mark ``key_id`` revoked; ``False`` when there is no such active key."""
+        with self.engine.begin() as conn:
+            res = conn.execute(update(api_keys)
+                               .where(api_keys.c.key_id == key_id, api_keys.c.revoked.is_(None))
+                               .values(revoked=time.time()))
+        return bool(res.rowcount)
+
+    def active_key_count(self) -> int:
+        """How many keys can authenticate."""
+        with self.engine.connect() as conn:
+            n = conn.execute(select(func.count()).select_from(api_keys)
+                             .where(api_keys.c.revoked.is_(None))).scalar_one()
+        return int(n)
+
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, release connections (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=30)
+        self.engine.dispose()
