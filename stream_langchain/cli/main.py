@@ -5,6 +5,7 @@
 ``stream chat --json -``     read the question from stdin, print one JSON object
 ``stream demo``              sample questions of each complexity through the embedded stack
 ``stream relay``             run the WebSocket relay (the HPC data plane)
+``stream proxy``             the OpenAI-compatible API (``stream keys``, ``stream usage``)
 ``stream judge`` / ``stream bench judge``   label queries / evaluate a judge
 
 Settings come from ``--config PATH``, else ``$STREAM_CONFIG``, ``./stream.toml`` or
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from stream_langchain.cli.chat import add_chat_commands
+from stream_langchain.cli.proxy import add_proxy_commands
 
 __all__ = ["build_parser", "main"]
 
@@ -32,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     add_chat_commands(sub)
+    add_proxy_commands(sub)
 
     try:
         from relay.cli import add_arguments as relay_arguments

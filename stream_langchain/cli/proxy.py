@@ -1,0 +1,207 @@
+"""``stream proxy``, ``stream keys create|list|revoke`` and ``stream usage``.
+
+The database (keys and usage) is ``--db URL``, else ``$STREAM_PROXY_DB``, else a SQLite file
+in the user's data directory; ``postgresql://user:pass@host/db`` lets several proxies share it.
+
+Example:
+    >>> import subprocess, sys, tempfile, os
+    >>> db = "sqlite:///" + os.path.join(tempfile.mkdtemp(), "p.db")
+    >>> out = subprocess.run([sys.executable, "-m", "stream_langchain.cli.main", "keys", "create",
+    ...                       "--name", "alice", "--db", db], capture_output=True, text=True)
+    >>> out.stdout.startswith("sk-stream-")
+    True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["DEFAULTS", "add_proxy_commands"]
+
+DEFAULTS = {"rpm": 60, "tpm": 200_000, "max_concurrent": 4, "max_messages": 500,
+            "max_message_chars": 100_000}
+"""The proxy's default limits, as the options show them (kept equal to ``Limits`` and
+``MessageLimits`` by a test; written out so ``stream --help`` does not import the server)."""
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from stream_langchain.proxy.usage import Store
+
+    return Store(args.db)
+
+
+def _build_chat(args: argparse.Namespace) -> Any:
+    from stream_langchain.chat_model import ChatStream
+    from stream_langchain.settings import default_config_path
+
+    path = args.config or default_config_path()
+    if path is not None:
+        return ChatStream.from_settings(path)
+    overrides: dict[str, Any] = {}
+    if args.no_hpc:
+        overrides["hpc"] = None
+    return ChatStream.embedded(max_tokens=args.max_tokens, **overrides)
+
+
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    from stream_langchain.proxy import Limits, MessageLimits, ProxyConfig, create_app, serve
+
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = ProxyConfig(
+        limits=Limits(rpm=args.rpm, tpm=args.tpm, max_concurrent=args.concurrency),
+        messages=MessageLimits(max_messages=args.max_messages,
+                               max_message_chars=args.max_message_chars),
+        max_body_bytes=args.max_body_bytes)
+    store = _store(args)
+    try:
+        with _build_chat(args) as chat:
+            app = create_app(chat, store=store, config=config)
+            print(f"stream proxy: http://{args.host}:{args.port}/v1 (models: "
+                  f"{', '.join(['stream'] + [f'stream-{t}' for t in chat.tiers])}); "
+                  f"keys and usage in {store.url_safe}", file=sys.stderr, flush=True)
+            serve(app, host=args.host, port=args.port,
+                  graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
+    finally:
+        store.close()
+    return 0
+
+
+def _cmd_keys_create(args: argparse.Namespace) -> int:
+    from stream_langchain.proxy.auth import KeyRing
+
+    store = _store(args)
+    try:
+        key, rec = KeyRing(store).create(args.name, admin=args.admin, rpm=args.rpm,
+                                         tpm=args.tpm, max_concurrent=args.concurrency)
+    finally:
+        store.close()
+    print(key)
+    print(f"key id {rec.key_id} for {rec.name!r}{' (admin)' if rec.admin else ''}: shown "
+          "once, store it now (only its SHA-256 is kept)", file=sys.stderr)
+    return 0
+
+
+def _cmd_keys_list(args: argparse.Namespace) -> int:
+    store = _store(args)
+    try:
+        keys = store.list_keys()
+    finally:
+        store.close()
+    rows = [{"key_id": k.key_id, "name": k.name, "admin": k.admin, "rpm": k.rpm, "tpm": k.tpm,
+             "max_concurrent": k.max_concurrent,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.created)),
+             "revoked": None if k.revoked is None else
+             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(k.revoked))} for k in keys]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no keys (create one with `stream keys create --name NAME`)")
+    for r in rows:
+        state = f"revoked {r['revoked']}" if r["revoked"] else "active"
+        print(f"{r['key_id']}  {r['name']:<20} {'admin ' if r['admin'] else ''}{state}  "
+              f"created {r['created']}")
+    return 0
+
+
+def _cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from stream_langchain.proxy.auth import KeyRing
+
+    store = _store(args)
+    try:
+        done = KeyRing(store).revoke(args.key_id)
+    finally:
+        store.close()
+    if not done:
+        print(f"stream: error: no active key with id {args.key_id!r}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id}")
+    return 0
+
+
+def _cmd_usage(args: argparse.Namespace) -> int:
+    store = _store(args)
+    since = time.time() - args.hours * 3600 if args.hours else 0.0
+    try:
+        rows = store.summary(identity=args.identity, since=since)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no usage recorded")
+        return 0
+    print(f"{'identity':<20} {'tier':<6} {'requests':>8} {'in tok':>9} {'out tok':>9} "
+          f"{'cloud $':>9} {'hpc s':>9} {'aborted':>7}")
+    for r in rows:
+        print(f"{r['identity']:<20} {str(r['tier']):<6} {r['requests']:>8} "
+              f"{r['input_tokens']:>9} {r['output_tokens']:>9} {r['cloud_cost_usd']:>9.4f} "
+              f"{r['hpc_seconds']:>9.2f} {r['aborted']:>7}")
+    return 0
+
+
+def _db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="database URL (default: $STREAM_PROXY_DB or a SQLite file in "
+                   "the user's data directory)")
+
+
+def _limit_args(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    p.add_argument("--rpm", type=int, default=DEFAULTS["rpm"] if defaults else None,
+                   help="requests per minute per identity")
+    p.add_argument("--tpm", type=int, default=DEFAULTS["tpm"] if defaults else None,
+                   help="tokens per minute per identity")
+    p.add_argument("--concurrency", type=int,
+                   default=DEFAULTS["max_concurrent"] if defaults else None,
+                   help="concurrent requests per identity")
+
+
+def add_proxy_commands(sub: Any) -> None:
+    """Add ``proxy``, ``keys`` and ``usage`` to the ``stream`` command's subparsers."""
+    proxy = sub.add_parser("proxy", help="serve the OpenAI-compatible API (HPC-as-API)")
+    proxy.add_argument("--host", default="127.0.0.1")
+    proxy.add_argument("--port", type=int, default=8000)
+    proxy.add_argument("--config", help="settings file (TOML); default: the embedded stack")
+    proxy.add_argument("--no-hpc", action="store_true", help="embedded stack without HPC")
+    proxy.add_argument("--max-tokens", type=int, default=256,
+                       help="answer length for the embedded stack")
+    _db_arg(proxy)
+    _limit_args(proxy, defaults=True)
+    proxy.add_argument("--max-messages", type=int, default=DEFAULTS["max_messages"])
+    proxy.add_argument("--max-message-chars", type=int, default=DEFAULTS["max_message_chars"])
+    proxy.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    proxy.add_argument("--graceful-timeout", type=float, default=30.0,
+                       help="seconds running streams get to finish at shutdown")
+    proxy.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    proxy.set_defaults(func=_cmd_proxy)
+
+    keys = sub.add_parser("keys", help="manage the proxy's API keys")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    create = ksub.add_parser("create", help="create a key (printed once)")
+    create.add_argument("--name", required=True, help="who the key is for (usage identity)")
+    create.add_argument("--admin", action="store_true", help="may read /v1/admin/usage")
+    _limit_args(create, defaults=False)
+    _db_arg(create)
+    create.set_defaults(func=_cmd_keys_create)
+    lst = ksub.add_parser("list", help="list keys (ids and names, never the keys)")
+    lst.add_argument("--json", action="store_true")
+    _db_arg(lst)
+    lst.set_defaults(func=_cmd_keys_list)
+    revoke = ksub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    _db_arg(revoke)
+    revoke.set_defaults(func=_cmd_keys_revoke)
+
+    usage = sub.add_parser("usage", help="usage per identity and tier")
+    usage.add_argument("--identity", help="one identity only")
+    usage.add_argument("--hours", type=float, help="only the last N hours")
+    usage.add_argument("--json", action="store_true")
+    _db_arg(usage)
+    usage.set_defaults(func=_cmd_usage)
