@@ -8,10 +8,18 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
+from stream_langchain.context import (
+    LRUSummaryCache,
+    SQLiteSummaryCache,
+    SummarizingFitter,
+    SummaryCache,
+    model_counter,
+)
 from stream_langchain.judges import CachedJudge, FallbackJudge, Judge, KeywordJudge, LLMJudge
 from stream_langchain.settings import Settings, SettingsError
 
-__all__ = ["build_cloud", "build_hpc", "build_judge", "build_local", "from_settings"]
+__all__ = ["build_cloud", "build_hpc", "build_judge", "build_local", "build_summarizer",
+           "from_settings"]
 
 ModelT = TypeVar("ModelT", bound=BaseChatModel)
 """The class to build (``ChatStream``): passed in, so nothing here imports the engine."""
@@ -94,6 +102,24 @@ def build_hpc(
     )
 
 
+def build_summarizer(s: Settings, tiers: Mapping[str, BaseChatModel | None],
+                     ) -> SummarizingFitter | None:
+    """The context fitter ``[context]`` describes, writing with the local tier (``None``:
+    no local tier, or ``summarizer = "none"``)."""
+    local = tiers.get("local")
+    if s.context.summarizer == "none" or local is None:
+        return None
+    c = s.context
+    cache: SummaryCache = (SQLiteSummaryCache(c.cache_path) if c.cache_path
+                           else LRUSummaryCache(c.cache_size))
+    return SummarizingFitter(
+        local, keep_turns={str(t): n for t, n in c.keep_turns.items()}, trigger=c.trigger,
+        summary_tokens=c.summary_tokens, chunk_tokens=c.chunk_tokens, margin=c.token_margin,
+        timeout_s=c.timeout_s, cache=cache,
+        counters={t: model_counter(m, margin=c.token_margin)
+                  for t, m in tiers.items() if m is not None})
+
+
 def build_judge(s: Settings, local: BaseChatModel | None) -> Judge:
     """The judge named by ``stream.judge``, always ending in the keyword judge."""
     from stream_langchain.judges.default import default_judge
@@ -143,7 +169,13 @@ def from_settings(
         "prices": {m: p.model_dump() for m, p in s.budget.prices.items()},
         "context_windows": {"local": s.local.context_window, "hpc": s.hpc.context_window,
                             "cloud": s.cloud.context_window},
+        "context_reserve": {"local": s.local.output_reserve, "hpc": s.hpc.output_reserve,
+                            "cloud": s.cloud.output_reserve},
     }
+    if "summarizer" not in overrides:
+        kwargs["summarizer"] = build_summarizer(s, {"local": local, **{
+            t: kwargs[t] for t in ("hpc", "cloud") if kwargs[t] is not None}})
+        kwargs["summarize"] = kwargs["summarizer"] is not None
     if "judge" not in overrides:
         kwargs["judge"] = build_judge(s, local)
     kwargs.update(overrides)

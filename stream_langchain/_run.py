@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
 
 from stream_langchain._messages import continuation
+from stream_langchain.context import Fitted
 from stream_langchain.judges import Complexity, Judgement
 from stream_langchain.routing import RoutePlan
 
@@ -119,6 +120,7 @@ class RequestRun:
         self.tiers_used: list[str] = []
         self.ttft_ms: float | None = None
         self.summarized = False
+        self.fitted: Fitted | None = None
         self.usage = {"input_tokens": 0, "output_tokens": 0}
         self.extra: dict[str, Any] = {}
         self._tier_output = False
@@ -133,6 +135,19 @@ class RequestRun:
         if self.partial:
             return continuation(self.messages, "".join(self.partial))
         return list(self.messages)
+
+    def use_fit(self, tier: str, fitted: Fitted) -> bool:
+        """Record how the context was fitted to ``tier``; ``False`` (and ``tier`` listed in
+        ``skipped``) when it still does not fit, so it must not be sent there."""
+        self.fitted = fitted
+        self.summarized = fitted.summarized
+        if fitted.fits:
+            return True
+        why = f" ({fitted.error})" if fitted.error else ""
+        self.plan.skipped.append({"tier": tier, "reason": (
+            f"context {fitted.tokens_before} tokens does not fit budget {fitted.budget} "
+            f"even after fitting{why}")})
+        return False
 
     def on_chunk(self, tier: str, message: BaseMessage) -> ChatGenerationChunk:
         """Re-emit a sub-model chunk as ours (its id and end marker dropped).
@@ -208,12 +223,20 @@ class RequestRun:
             "total_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
             "summarized": self.summarized,
             "context_tokens": self.context_tokens,
+            "context_tokens_before": self.context_tokens,
+            "context_tokens_after": self.context_tokens,
+            "summary_cached": False,
+            "summarizer_ms": None,
+            "summarizer": None,
+            "fallback_truncated": False,
             "fallbacks": list(self.fallbacks),
             "failover": self.failover,
             "tiers": list(self.tiers_used) or [tier],
             "skipped": list(self.plan.skipped),
             "override": self.plan.override,
         }
+        if self.fitted is not None:
+            rec.update(self.fitted.record())
         if j.errors:
             rec["judge_errors"] = list(j.errors)
         rec.update(self.extra)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+)
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
@@ -19,7 +24,16 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import check_messages, latest_user_text
 from stream_langchain._run import AllTiersFailed, RequestRun, model_name
-from stream_langchain.context import ContextFitter, count_text_tokens, count_tokens
+from stream_langchain.context import (
+    ContextFitter,
+    SummarizingFitter,
+    afit_with,
+    count_text_tokens,
+    count_tokens,
+    estimate_with,
+    fit_with,
+    model_counter,
+)
 from stream_langchain.judges import Complexity, Judge, Judgement, default_judge
 from stream_langchain.routing import TIERS, CircuitBreaker, CloudBudget, plan_route, validate_tier
 
@@ -55,6 +69,15 @@ def _with_params(model: BaseChatModel, params: dict[str, Any]) -> BaseChatModel:
                 update[field_name] = value
                 break
     return model.model_copy(update=update) if update else model
+
+
+def _answer_limit(model: BaseChatModel) -> int | None:
+    """The tier model's own answer-length limit, if it has one."""
+    for name in _PARAM_FIELDS["max_tokens"]:
+        value = getattr(model, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class ChatStream(BaseChatModel):
@@ -132,9 +155,26 @@ class ChatStream(BaseChatModel):
     failover: bool = True
     """Continue an answer on the next tier when a tier dies after its first token."""
     context_windows: dict[str, int] = Field(default_factory=dict)
-    """Per tier, the context window in tokens (used for context fit)."""
+    """Per tier, the context window in tokens (default: the tier model's ``n_ctx`` when it
+    has one, else unknown: never fitted)."""
+    context_reserve: dict[str, int] = Field(default_factory=dict)
+    """Per tier, tokens of the window kept for the answer (default: the answer limit,
+    ``max_tokens``, at most half the window)."""
     summarizer: ContextFitter | None = None
-    """Makes the context fit a tier's window; ``None`` skips tiers that do not fit."""
+    """Makes the context fit each tier's budget (window minus reserve). ``None``: a
+    :class:`~stream_langchain.context.SummarizingFitter` over ``summarizer_model`` when
+    ``summarize`` is on."""
+    summarizer_model: BaseChatModel | None = None
+    """The model that writes summaries for the default fitter (default: the local tier)."""
+    summarize: bool = True
+    """``False``: no default fitter; tiers whose window is too small are skipped."""
+    on_context_event: Callable[[str, dict[str, Any]], None] | None = Field(default=None,
+                                                                         exclude=True)
+    """Called with ``("summarize_start", data)`` before the summarizer runs and
+    ``("summarize_end", data)`` after, so a UI can show "summarizing context". The same
+    events reach LangChain callback handlers as custom events ``stream_summarize_start`` /
+    ``_end`` when LangChain gives the run a callback manager (``invoke``, ``ainvoke``,
+    chains and agents; ``stream()`` gets none, so use this hook there)."""
     cloud_budget_usd: float = Field(math.inf, ge=0.0)
     """Cloud spend limit in USD; once reached, HIGH goes to HPC."""
     prices: dict[str, dict[str, float]] = Field(default_factory=dict)
@@ -168,6 +208,7 @@ class ChatStream(BaseChatModel):
     _breaker: CircuitBreaker = PrivateAttr()
     _budget: CloudBudget = PrivateAttr()
     _closers: list[Callable[[], None]] = PrivateAttr(default_factory=list)
+    _fitter: ContextFitter | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _build(self) -> ChatStream:
@@ -184,6 +225,14 @@ class ChatStream(BaseChatModel):
         params = {"temperature": self.temperature, "max_tokens": self.max_tokens,
                   "timeout": self.timeout, "max_retries": self.max_retries}
         self._tier_models = {t: _with_params(m, params) for t, m in self.tiers.items()}
+        for tier in self.context_reserve:
+            validate_tier(tier)
+        self._fitter = self.summarizer
+        writer = self.summarizer_model or self._tier_models.get("local")
+        if self._fitter is None and self.summarize and writer is not None:
+            self._fitter = SummarizingFitter(
+                writer, breaker=self._breaker,
+                counters={t: model_counter(m) for t, m in self._tier_models.items()})
         return self
 
     # ------------------------------------------------------------------ construction
@@ -237,6 +286,11 @@ class ChatStream(BaseChatModel):
     def budget(self) -> CloudBudget:
         """Cloud spend so far and what is left."""
         return self._budget
+
+    @property
+    def fitter(self) -> ContextFitter | None:
+        """The context fitter in use (``None``: none; tiers too small are skipped)."""
+        return self._fitter
 
     @property
     def active_judge(self) -> Judge:
@@ -358,6 +412,12 @@ class ChatStream(BaseChatModel):
             and judgement.prob(Complexity.HIGH) < self.high_threshold
         ):
             complexity = Complexity.MEDIUM
+        budgets = {t: self._budget_tokens(t) for t in self.tiers if self._window(t)}
+        fitted: dict[str, int] | None = None
+        if self._fitter is not None and kwargs.get("tier") is None:
+            sizes = {t: estimate_with(self._fitter, messages, budget_tokens=b, tier=t)
+                     for t, b in budgets.items()}
+            fitted = {t: n for t, n in sizes.items() if n is not None} or None
         plan = plan_route(
             complexity,
             available=self.tiers,
@@ -366,7 +426,8 @@ class ChatStream(BaseChatModel):
             allow_cloud=self.allow_cloud,
             budget=self._budget,
             context_tokens=context_tokens,
-            context_windows=self.context_windows if self.summarizer is None else None,
+            context_windows=budgets if self._fitter is None or fitted else None,
+            fitted_tokens=fitted,
         )
         return RequestRun(
             messages=messages, judgement=judgement, complexity=complexity, plan=plan,
@@ -391,8 +452,53 @@ class ChatStream(BaseChatModel):
         forward = {k: v for k, v in kwargs.items() if k not in _ROUTER_KWARGS}
         return model, forward
 
+    def _window(self, tier: str) -> int | None:
+        window = self.context_windows.get(tier, getattr(self.tiers[tier], "n_ctx", None))
+        return window if isinstance(window, int) and window > 0 else None
+
     def _budget_tokens(self, tier: str) -> int:
-        return self.context_windows.get(tier, 1 << 62)
+        """The prompt budget for ``tier``: its window minus the answer's reserve."""
+        window = self._window(tier)
+        if window is None:
+            return 1 << 62
+        reserve = self.context_reserve.get(tier)
+        if reserve is None:
+            limit = self.max_tokens or _answer_limit(self._tier_models[tier]) or 4096
+            reserve = min(limit, window // 2)
+        return max(window - reserve, 0)
+
+    def _emitter(self, run_manager: CallbackManagerForLLMRun | None,
+                 ) -> Callable[[str, dict[str, Any]], None]:
+        """Summarization progress to :attr:`on_context_event` and, as LangChain custom
+        events, to the run's callback handlers."""
+        hook = self.on_context_event
+        manager = None if run_manager is None else CallbackManager(
+            run_manager.handlers, run_manager.inheritable_handlers,
+            parent_run_id=run_manager.parent_run_id)
+
+        def emit(name: str, data: dict[str, Any]) -> None:
+            if hook is not None:
+                hook(name, data)
+            if manager is not None and run_manager is not None:
+                manager.on_custom_event(f"stream_{name}", data, run_id=run_manager.run_id)
+
+        return emit
+
+    def _aemitter(self, run_manager: AsyncCallbackManagerForLLMRun | None,
+                  ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+        hook = self.on_context_event
+        manager = None if run_manager is None else AsyncCallbackManager(
+            run_manager.handlers, run_manager.inheritable_handlers,
+            parent_run_id=run_manager.parent_run_id)
+
+        async def emit(name: str, data: dict[str, Any]) -> None:
+            if hook is not None:
+                hook(name, data)
+            if manager is not None and run_manager is not None:
+                await manager.on_custom_event(f"stream_{name}", data,
+                                              run_id=run_manager.run_id)
+
+        return emit
 
     def _succeeded(self, run: RequestRun, tier: str) -> ChatGenerationChunk:
         self._breaker.record_success(tier)
@@ -437,9 +543,12 @@ class ChatStream(BaseChatModel):
                 run.on_error(tier, exc)
                 continue
             msgs = run.messages_for(tier)
-            if self.summarizer is not None:
-                msgs, run.summarized = self.summarizer.fit(
-                    msgs, budget_tokens=self._budget_tokens(tier), tier=tier)
+            if self._fitter is not None:
+                fitted = fit_with(self._fitter, msgs, budget_tokens=self._budget_tokens(tier),
+                                  tier=tier, on_event=self._emitter(run_manager))
+                if not run.use_fit(tier, fitted):
+                    continue
+                msgs = fitted.messages
             try:
                 for message in model.stream(msgs, stop=stop, **forward):
                     chunk = run.on_chunk(tier, message)
@@ -473,9 +582,13 @@ class ChatStream(BaseChatModel):
                 run.on_error(tier, exc)
                 continue
             msgs = run.messages_for(tier)
-            if self.summarizer is not None:
-                msgs, run.summarized = await self.summarizer.afit(
-                    msgs, budget_tokens=self._budget_tokens(tier), tier=tier)
+            if self._fitter is not None:
+                fitted = await afit_with(
+                    self._fitter, msgs, budget_tokens=self._budget_tokens(tier), tier=tier,
+                    on_event=self._aemitter(run_manager))
+                if not run.use_fit(tier, fitted):
+                    continue
+                msgs = fitted.messages
             try:
                 async for message in model.astream(msgs, stop=stop, **forward):
                     chunk = run.on_chunk(tier, message)

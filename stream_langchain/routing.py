@@ -222,6 +222,7 @@ def plan_route(
     budget: CloudBudget | None = None,
     context_tokens: int = 0,
     context_windows: Mapping[str, int] | None = None,
+    fitted_tokens: Mapping[str, int] | None = None,
     order: Mapping[Complexity, tuple[Tier, ...]] = DEFAULT_ORDER,
 ) -> RoutePlan:
     """Order the tiers for one request.
@@ -236,7 +237,10 @@ def plan_route(
         budget: when exhausted, cloud is skipped.
         context_tokens: the conversation's size; tiers whose window is smaller are skipped
             (when at least one tier fits).
-        context_windows: per tier, its context window in tokens.
+        context_windows: per tier, its context window (or prompt budget) in tokens.
+        fitted_tokens: per tier, the context's size after fitting it to that tier
+            (summarization): a tier whose fitted size still exceeds its window is skipped,
+            even when that leaves no tier (it would fail there).
 
     Raises:
         ValueError: unknown override tier, or an override to cloud with ``allow_cloud=False``,
@@ -265,6 +269,16 @@ def plan_route(
             candidates.append(tier)
 
     windows = context_windows or {}
+    if fitted_tokens is not None:
+        fitting = [t for t in candidates
+                   if fitted_tokens.get(t, context_tokens) <= windows.get(t, 1 << 62)]
+        for t in candidates:
+            if t not in fitting:
+                skipped.append({"tier": t, "reason": (
+                    f"context {context_tokens} tokens, {fitted_tokens.get(t, context_tokens)} "
+                    f"after fitting > budget {windows[t]}")})
+        candidates = fitting
+        windows = {}
     fits = [t for t in candidates if context_tokens <= windows.get(t, 1 << 62)]
     if fits and len(fits) < len(candidates):
         for t in candidates:

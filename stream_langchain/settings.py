@@ -11,7 +11,8 @@ A settings file looks like this (every section and key is optional)::
     provider = "ollama"         # ollama | llamacpp (the bundled model, in-process)
     model = "llama3.2:3b"
     base_url = "http://localhost:11434"
-    context_window = 8192
+    context_window = 32768      # tokens; output_reserve of them are kept for the answer
+    output_reserve = 4096
 
     [hpc]
     endpoint_id = "..."         # Globus Compute endpoint
@@ -25,6 +26,13 @@ A settings file looks like this (every section and key is optional)::
     base_url = "https://api.openai.com/v1"
     model = "gpt-4o-mini"
     api_key_env = "OPENAI_API_KEY"   # the NAME of the variable holding the key
+
+    [context]
+    summarizer = "local"        # local | none (never summarize: too-small tiers are skipped)
+    trigger = 0.8               # summarize past this fraction of (window - output_reserve)
+    keep_turns = { local = 3, hpc = 6, cloud = 6 }   # earlier turns kept verbatim
+    summary_tokens = 256        # a summary's cap
+    cache_path = ""             # SQLite file shared by processes ("" = in-process LRU)
 
     [routing]
     failure_threshold = 3
@@ -63,6 +71,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 __all__ = [
     "BudgetSettings",
     "CloudSettings",
+    "ContextSettings",
     "HPCSettings",
     "LocalSettings",
     "RoutingSettings",
@@ -98,7 +107,10 @@ class LocalSettings(_Section):
     provider: Literal["ollama", "llamacpp"] = "ollama"
     model: str = "llama3.2:3b"
     base_url: str = "http://localhost:11434"
-    context_window: int = Field(8192, gt=0)
+    context_window: int = Field(32768, gt=0)
+    """Context window in tokens (the paper's 32K)."""
+    output_reserve: int = Field(4096, ge=0)
+    """Tokens of the window kept for the answer; prompts are fitted to the rest."""
     temperature: float = Field(0.7, ge=0.0)
     max_tokens: int = Field(1024, gt=0)
     """Upper bound on a local answer's length."""
@@ -113,7 +125,10 @@ class HPCSettings(_Section):
     relay_secret_env: str = "STREAM_RELAY_SECRET"  # noqa: S105 (a variable name, not a secret)
     backend_url: str = "http://127.0.0.1:8000/v1"
     model: str = "meta-llama/Llama-3.3-70B-Instruct"
-    context_window: int = Field(32768, gt=0)
+    context_window: int = Field(65536, gt=0)
+    """Context window in tokens (the paper's 64K)."""
+    output_reserve: int = Field(4096, ge=0)
+    """Tokens of the window kept for the answer."""
     max_tokens: int = Field(2048, gt=0)
     queue_timeout_s: float = Field(300.0, gt=0)
     first_token_timeout_s: float = Field(120.0, gt=0)
@@ -136,6 +151,8 @@ class CloudSettings(_Section):
     """The cloud tier is enabled when a model is set."""
     api_key_env: str = "OPENAI_API_KEY"
     context_window: int = Field(128000, gt=0)
+    output_reserve: int = Field(4096, ge=0)
+    """Tokens of the window kept for the answer."""
     temperature: float = Field(0.7, ge=0.0)
     max_tokens: int = Field(2048, gt=0)
 
@@ -157,6 +174,31 @@ class CloudSettings(_Section):
                 f"variable {self.api_key_env} that should hold its API key is unset or empty"
             )
         return SecretStr(value)
+
+
+class ContextSettings(_Section):
+    """How long conversations are fitted to each tier (:mod:`stream_langchain.context`)."""
+
+    summarizer: Literal["local", "none"] = "local"
+    """``local``: the local tier writes summaries of older turns; ``none``: never summarize
+    (tiers whose window is too small are skipped)."""
+    trigger: float = Field(0.8, gt=0.0, le=1.0)
+    """Summarize once a conversation passes this fraction of (window - output_reserve)."""
+    keep_turns: dict[Literal["local", "hpc", "cloud"], int] = Field(
+        default_factory=lambda: {"local": 3, "hpc": 6, "cloud": 6})  # type: ignore[arg-type]
+    """Per tier, earlier turns kept verbatim (the latest user turn always is)."""
+    summary_tokens: int = Field(256, ge=16)
+    """A summary's token cap."""
+    chunk_tokens: int = Field(1024, ge=64)
+    """Most conversation tokens sent to the summarizer in one call."""
+    timeout_s: float = Field(120.0, gt=0)
+    """A summarizer call slower than this counts as failed (the context is truncated)."""
+    token_margin: float = Field(1.15, ge=1.0)
+    """Safety factor on cl100k counts for tiers whose own tokenizer is unknown."""
+    cache_path: str = ""
+    """SQLite file for summaries, shared by processes (``""``: in-process LRU)."""
+    cache_size: int = Field(4096, ge=1)
+    """Entries kept by the in-process cache."""
 
 
 class RoutingSettings(_Section):
@@ -182,6 +224,7 @@ class Settings(_Section):
     local: LocalSettings = LocalSettings()
     hpc: HPCSettings = HPCSettings()
     cloud: CloudSettings = CloudSettings()
+    context: ContextSettings = ContextSettings()
     routing: RoutingSettings = RoutingSettings()
     budget: BudgetSettings = BudgetSettings()
     source: str | None = None

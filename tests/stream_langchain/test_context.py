@@ -50,22 +50,24 @@ def conversation(turns: int) -> list[BaseMessage]:
 
 def test_fitter_gets_the_tier_budget_and_the_record_says_summarized(
         local_model: BaseChatModel) -> None:
+    """A custom fitter gets window minus reserve for the tier; the record says summarized."""
     fitter = KeepRecent()
     assert isinstance(fitter, ContextFitter)
     llm = ChatStream(local=local_model, judge=FixedJudge("LOW"), summarizer=fitter,
-                     context_windows={"local": 60})
+                     context_windows={"local": 70}, context_reserve={"local": 10})
     messages = conversation(10)
     rec = llm.invoke(messages).response_metadata["stream"]
-    assert fitter.calls == [("local", 60)]
+    assert fitter.calls == [("local", 60)]  # window minus the answer's reserve
     assert rec["summarized"] is True and rec["context_tokens"] > 60
     short = llm.invoke([HumanMessage("Hi")]).response_metadata["stream"]
     assert short["summarized"] is False
 
 
 async def test_async_path_uses_afit(local_model: BaseChatModel) -> None:
+    """ainvoke fits through the fitter's afit."""
     fitter = KeepRecent()
     llm = ChatStream(local=local_model, judge=FixedJudge("LOW"), summarizer=fitter,
-                     context_windows={"local": 60})
+                     context_windows={"local": 70}, context_reserve={"local": 10})
     msg = await llm.ainvoke(conversation(10))
     assert msg.response_metadata["stream"]["summarized"] is True
     assert fitter.calls == [("local", 60)]

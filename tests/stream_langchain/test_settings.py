@@ -88,7 +88,7 @@ def test_dict_source_and_overrides() -> None:
     judge = KeywordJudge()
     llm = ChatStream.from_settings({"local": {"model": "llama3.2:1b"}}, env={}, judge=judge)
     assert llm.active_judge is judge and llm.cloud is None and llm.hpc is None
-    assert llm.context_windows["local"] == 8192
+    assert llm.context_windows["local"] == 32768 and llm.context_reserve["local"] == 4096
 
 
 def test_hpc_settings_need_relay_and_secret() -> None:
