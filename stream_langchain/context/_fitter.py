@@ -403,7 +403,7 @@ class SummarizingFitter:
             return kept + extra + sum(per[cut:])
 
         cap = self.summary_tokens + count([SystemMessage(SUMMARY_HEADER)])
-        hashes = hashes if hashes is not None else prefix_hashes(msgs, self._namespace)
+        hashes = hashes if hashes is not None else prefix_hashes(msgs, f"{self._namespace}|{tier}")
         base, previous = lead, None
         for j in reversed(cuts):
             if j > lead and (hit := self.cache.get(hashes[j])) is not None:
@@ -488,7 +488,7 @@ class SummarizingFitter:
                ) -> Generator[_Call, str | BaseException, Fitted]:
         """The fit as a generator: yields summarizer calls, receives their text or error."""
         count = self.counter(tier)
-        hashes = prefix_hashes(msgs, self._namespace)
+        hashes = prefix_hashes(msgs, f"{self._namespace}|{tier}")
         plan = self._plan(msgs, budget, tier, hashes)
         if plan.kind == "asis":
             return Fitted(msgs, False, plan.before, plan.before, budget, plan.before <= budget)
