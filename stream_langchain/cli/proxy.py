@@ -65,8 +65,11 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
             print(f"stream proxy: http://{args.host}:{args.port}/v1 (models: "
                   f"{', '.join(['stream'] + [f'stream-{t}' for t in chat.tiers])}); "
                   f"keys and usage in {store.url_safe}", file=sys.stderr, flush=True)
-            serve(app, host=args.host, port=args.port,
-                  graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
+            try:
+                serve(app, host=args.host, port=args.port,
+                      graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
+            except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+                pass
     finally:
         store.close()
     return 0

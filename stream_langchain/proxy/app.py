@@ -139,6 +139,9 @@ class _Proxy:
     async def authenticate(self, request: Request) -> Identity:
         key = _bearer(request)
         if key is None:
+            if not await self.has_keys():
+                raise APIError(401, "this proxy has no API keys yet; create one with "
+                                    "`stream keys create --name NAME`", code="no_api_keys")
             raise APIError(401, "missing API key: send 'Authorization: Bearer <key>' (keys "
                                 "come from `stream keys create`)", code="missing_api_key")
         known, ident = self.keys.cached(key)
