@@ -12,7 +12,7 @@ import httpx
 import openai
 import pytest
 
-from stream_langchain.proxy import ProxyConfig, ProxyServer, Store, create_app
+from stream_langchain.proxy import ProxyServer, Store, create_app
 from stream_langchain.proxy.ops import ACCESS_LOGGER
 
 from .conftest import WORDS, ScriptedModel, ServeFn, make_chat, wait_for
