@@ -364,8 +364,13 @@ def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
-def _openapi_body() -> dict[str, Any]:
+def _openapi_body(models: list[str]) -> dict[str, Any]:
+    """The published request schema: the served models as an enum, no other parameters (the
+    server answers any other one with a 400 naming it)."""
     schema = ChatCompletionRequest.model_json_schema()
+    schema["properties"]["model"] = {"type": "string", "enum": models,
+                                     "description": "see GET /v1/models"}
+    schema["additionalProperties"] = False
     schema["properties"]["messages"]["items"] = {
         "type": "object", "required": ["role"],
         "properties": {"role": {"type": "string",
@@ -450,7 +455,7 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         proxy.tier_for(model)
         return JSONResponse(next(m for m in proxy.model_entries() if m["id"] == model))
 
-    @app.post("/v1/chat/completions", openapi_extra=_openapi_body())
+    @app.post("/v1/chat/completions", openapi_extra=_openapi_body(list(proxy.models)))
     async def chat_completions(request: Request) -> Response:
         """OpenAI chat completions, streaming (SSE) or not, routed by STREAM."""
         return await proxy.chat_completions(request)
