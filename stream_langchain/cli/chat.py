@@ -138,9 +138,25 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def _context_note(printer: _Printer) -> Any:
+    """Shows "summarizing context" while older turns are condensed (ChatStream's hook)."""
+
+    def note(name: str, data: dict[str, Any]) -> None:
+        if name == "summarize_start":
+            printer.note(f"[summarizing context for {data['tier']} ...]")
+        elif data.get("fallback_truncated"):
+            printer.note(f"[context truncated: {data.get('summarizer_error')}]")
+        else:
+            printer.note(f"[context {data['context_tokens_before']} -> "
+                         f"{data['context_tokens_after']} tokens]")
+
+    return note
+
+
 def _interactive(llm: Any, args: argparse.Namespace) -> int:
     printer = _Printer(sys.stdout)
     printer.note("STREAM chat: empty line or Ctrl-D to quit.")
+    llm.on_context_event = _context_note(printer)
     history: list[BaseMessage] = []
     while True:
         try:
