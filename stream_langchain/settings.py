@@ -189,8 +189,9 @@ class ContextSettings(_Section):
     """Per tier, earlier turns kept verbatim (the latest user turn always is)."""
     summary_tokens: int = Field(256, ge=16)
     """A summary's token cap."""
-    chunk_tokens: int = Field(1024, ge=64)
-    """Most conversation tokens sent to the summarizer in one call."""
+    chunk_tokens: int = Field(4096, ge=64)
+    """Most conversation tokens sent to the summarizer in one call (fewer when the
+    summarizer's window requires it)."""
     timeout_s: float = Field(120.0, gt=0)
     """A summarizer call slower than this counts as failed (the context is truncated)."""
     token_margin: float = Field(1.15, ge=1.0)

@@ -212,7 +212,8 @@ class SummarizingFitter:
         keep_turns: earlier turns kept verbatim, per tier or one number for all.
         trigger: summarize once the conversation passes this fraction of the budget.
         summary_tokens: a summary's cap (the summarizer's ``max_tokens``).
-        chunk_tokens: most conversation tokens in one summarizer call.
+        chunk_tokens: most conversation tokens in one summarizer call (less when the
+            summarizer's ``n_ctx`` requires it).
         cache: where summaries live between requests (default: in-process LRU).
         breaker: the summarizer's health (key :data:`SUMMARIZER_KEY`).
         timeout_s: a summarizer call slower than this counts as failed.
@@ -241,7 +242,7 @@ class SummarizingFitter:
         # Limits
         trigger: float = 0.8,
         summary_tokens: int = 256,
-        chunk_tokens: int = 1024,
+        chunk_tokens: int = 4096,
         margin: float = 1.15,
         # Timeouts
         timeout_s: float = 120.0,
@@ -269,6 +270,15 @@ class SummarizingFitter:
         self._summarizer = _limited(model, summary_tokens)
         self.trigger = trigger
         self.summary_tokens = summary_tokens
+        window = getattr(model, "n_ctx", None)
+        if isinstance(window, int) and window > 0:
+            # The summarizer's own prompt must fit its window: instructions, the previous
+            # summary, the chunk, and room for the new summary (llama.cpp fails otherwise).
+            room = int((window - 2 * summary_tokens - 160) / margin)
+            if room < 64:
+                raise ValueError(f"summarizer window {window} is too small for summaries of "
+                                 f"{summary_tokens} tokens")
+            chunk_tokens = min(chunk_tokens, room)
         self.chunk_tokens = chunk_tokens
         self.timeout_s = timeout_s
         self.cache: SummaryCache = cache if cache is not None else LRUSummaryCache()
