@@ -152,6 +152,11 @@ class ChatLlamaCpp(BaseChatModel):
         """File name of the GGUF, used as the model's name in routing records."""
         return self.model_path.rsplit("/", 1)[-1]
 
+    def get_token_ids(self, text: str) -> list[int]:
+        """Token ids of ``text`` in this model's own tokenizer (LangChain's hook; context
+        fitting counts prompts with it)."""
+        return list(self._llm.tokenize(text.encode("utf-8"), add_bos=False))
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model": self.model_name, "n_ctx": self.n_ctx,
