@@ -75,11 +75,18 @@ class StreamRoutingEvent(BaseEvent):
 
 
 def can_call_tools(model: BaseChatModel) -> bool:
-    """Whether a tier model can call tools: it implements ``bind_tools`` itself.
+    """Whether a tier model can call tools.
 
-    ``ChatOpenAI`` and ``ChatOllama`` do; the in-process ``ChatLlamaCpp`` does not (it keeps
-    ``BaseChatModel``'s, which raises ``NotImplementedError``).
+    The model's LangChain ``profile`` decides when it says (``profile["tool_calling"]``):
+    STREAM's own tiers set it from what their model measurably does (the in-process
+    Qwen2.5-Coder models call tools through their GGUF template; the bundled Gemma base model
+    cannot; the embedded HPC stand-in's llama.cpp server does not do it reliably). Otherwise a
+    model can when it implements ``bind_tools`` itself (``ChatOpenAI`` and ``ChatOllama`` do;
+    ``BaseChatModel``'s raises ``NotImplementedError``).
     """
+    profile = getattr(model, "profile", None) or {}
+    if "tool_calling" in profile:
+        return bool(profile["tool_calling"])
     return type(model).bind_tools is not BaseChatModel.bind_tools
 
 
@@ -96,8 +103,8 @@ class StreamLLM(FunctionCallingLLM):
 
     It has no routing logic of its own: judging, routing, summarization, fallback and
     failover are ChatStream's. Tool calls are forwarded to the routed tier, so agents work
-    whenever a routable tier can call tools (``metadata.is_function_calling_model``); on the
-    embedded stack (a base model that cannot) use a ``ReActAgent``.
+    whenever a routable tier can call tools (``metadata.is_function_calling_model``), as the
+    embedded stack's Qwen2.5-Coder-0.5B-Instruct does in-process.
 
     Setup:
         .. code-block:: bash

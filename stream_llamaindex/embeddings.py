@@ -1,7 +1,7 @@
 """Offline text embeddings from a GGUF model run by llama.cpp (no torch, no model hub).
 
 :class:`LlamaCppEmbedding` is a LlamaIndex ``BaseEmbedding``; by default it mean-pools the
-hidden states of the bundled Gemma 3 270M (the same file the embedded local tier chats with)
+hidden states of the bundled Gemma 3 270M (installed with the `local` extra, like the chat models)
 into 640-dimensional, L2-normalized vectors. :func:`embed_texts` is the framework-free core,
 for use from LangChain or plain Python.
 

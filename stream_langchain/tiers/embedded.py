@@ -2,10 +2,11 @@
 
 ``ChatStream.embedded()`` builds:
 
-- local: the bundled GGUF run in-process by llama.cpp;
+- local: Qwen2.5-Coder-0.5B-Instruct run in-process by llama.cpp;
 - hpc: the embedded HPC stack when its parts are installed (a loopback relay, a local
-  process-pool executor and llama.cpp's OpenAI-compatible server standing in for vLLM),
-  started here and stopped by ``ChatStream.close()`` or at exit;
+  process-pool executor and llama.cpp's OpenAI-compatible server serving
+  Qwen2.5-Coder-1.5B-Instruct, standing in for vLLM), started here and stopped by
+  ``ChatStream.close()`` or at exit;
 - cloud: none (no key, no network); routing falls through and the record says so.
 """
 
@@ -32,7 +33,12 @@ def build_embedded(
     temperature: float = 0.7,
     **overrides: Any,
 ) -> ModelT:
-    """Build the embedded stack. ``local=``/``hpc=`` replace a tier (``hpc=None``: none)."""
+    """Build the embedded stack. ``local=``/``hpc=`` replace a tier (``hpc=None``: none).
+
+    Both default models are assembled from their PyPI chunk distributions and checked against
+    their published SHA-256 on first use (:mod:`stream_langchain.tiers.models`); a missing
+    part is a :class:`~stream_langchain.tiers.models.ModelError` naming what to install.
+    """
     from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 
     closers = []

@@ -2,7 +2,10 @@
 
 :class:`EmbeddedHPC` starts a loopback relay (random secret, free port), a local process
 pool standing in for the Globus Compute endpoint (same functions, same plain-data calls),
-and llama.cpp's OpenAI-compatible server with the bundled model standing in for vLLM, and
+and llama.cpp's OpenAI-compatible server standing in for vLLM, serving
+Qwen2.5-Coder-1.5B-Instruct with llama.cpp's ``chatml-function-calling`` format (bigger, slower
+and tool-capable next to the local tier's 0.5B, as a cluster's model would be; about 11
+tokens/s on 2 CPU cores: keep ``max_tokens`` small in tests), and
 builds a :class:`~stream_langchain.tiers.hpc.ChatHPC` over them. ``close()`` stops all three; it
 also runs at interpreter exit and on SIGTERM, and Ctrl-C reaches the child processes too,
 so nothing outlives the program.
@@ -34,6 +37,7 @@ from typing import Any
 from stream_langchain.tiers._lifetime import watch_parent
 from stream_langchain.tiers.hpc import ChatHPC, new_relay_secret
 from stream_langchain.tiers.llama_server import LlamaServer
+from stream_langchain.tiers.models import DEFAULT_HPC_MODEL, model_path, spec_for_path
 
 __all__ = ["EmbeddedHPC"]
 
@@ -90,7 +94,11 @@ class EmbeddedHPC:
     Args:
         max_tokens: Default answer length for the chat model.
         temperature: Sampling temperature for the chat model.
-        model_path: GGUF for the stand-in backend (default: the bundled Gemma 3 270M).
+        model_path: GGUF for the stand-in backend (default: Qwen2.5-Coder-1.5B-Instruct,
+            assembled and verified on first use by :mod:`stream_langchain.tiers.models`).
+        chat_format: llama.cpp chat format of the backend (default: the model's tool-calling
+            format, ``chatml-function-calling`` for the default; for another file, the format
+            :func:`~stream_langchain.tiers.models.default_chat_format` picks).
         n_ctx: Backend context window.
         n_threads: Backend CPU threads (``None``: llama.cpp decides).
         workers: Process-pool workers (concurrent HPC requests).
@@ -113,6 +121,7 @@ class EmbeddedHPC:
         max_tokens: int = 256,
         temperature: float | None = 0.7,
         model_path: str | None = None,
+        chat_format: str | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
         workers: int = 2,
@@ -128,6 +137,7 @@ class EmbeddedHPC:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.model_path = model_path
+        self.chat_format = chat_format
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self.workers = workers
@@ -190,8 +200,9 @@ class EmbeddedHPC:
                     if not server.running:
                         raise RuntimeError("the LlamaServer passed as server= is not running")
                 else:
+                    path, fmt = self._backend_model()
                     self._server = server = LlamaServer(
-                        self.model_path, n_ctx=self.n_ctx, n_threads=self.n_threads
+                        path, chat_format=fmt, n_ctx=self.n_ctx, n_threads=self.n_threads
                     ).start()
                 kwargs: dict[str, Any] = {
                     "executor": self._executor,
@@ -211,6 +222,15 @@ class EmbeddedHPC:
                 self._close_locked()
                 raise
             return self
+
+    def _backend_model(self) -> tuple[str, str | None]:
+        """The backend's GGUF and chat format (assembling the default model if needed)."""
+        if self.model_path is not None:
+            spec = spec_for_path(self.model_path)
+            fmt = self.chat_format or (spec.tool_chat_format if spec is not None else None)
+            return self.model_path, fmt  # None: LlamaServer picks the file's format
+        spec = DEFAULT_HPC_MODEL
+        return model_path(spec), self.chat_format or spec.tool_chat_format or spec.chat_format
 
     def close(self) -> None:
         """Stop everything this stack started (idempotent, safe at exit)."""

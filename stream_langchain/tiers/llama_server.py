@@ -1,8 +1,10 @@
 """llama.cpp's OpenAI-compatible server as a managed subprocess.
 
 :class:`LlamaServer` runs ``python -m llama_cpp.server`` (from ``llama-cpp-python[server]``)
-with the bundled Gemma 3 270M GGUF, on a free loopback port, and stops it reliably. It is the
-stand-in for vLLM in the embedded HPC stack and for a cloud endpoint in tests.
+with a GGUF (by default the bundled Gemma 3 270M base model: fast, for plumbing; the embedded
+HPC stack gives it Qwen2.5-Coder-1.5B-Instruct, see :mod:`stream_langchain.tiers.models`), on a
+free loopback port, and stops it reliably. It is the stand-in for vLLM in the embedded HPC stack
+and for a cloud endpoint in tests.
 
 Example:
     >>> from stream_langchain.tiers.llama_server import LlamaServer
@@ -31,6 +33,7 @@ from types import TracebackType
 
 from stream_langchain.tiers._lifetime import PARENT_PID_ENV, die_with_parent
 from stream_langchain.tiers._llama_cpu import EXTRA_BUFTS_ENV, extra_bufts_default
+from stream_langchain.tiers.models import default_chat_format, default_model_alias
 
 __all__ = [
     "BUNDLED_MODEL_DISTRIBUTION",
@@ -126,10 +129,14 @@ class LlamaServer:
         model_path: The GGUF file; defaults to :func:`bundled_model_path`.
         host: Interface to bind (loopback by default).
         port: TCP port; ``0`` picks a free one.
-        chat_format: llama.cpp chat format (the bundled GGUF has no template: ``"gemma"``).
+        chat_format: llama.cpp chat format; ``None``: the right one for the file
+            (:func:`~stream_langchain.tiers.models.default_chat_format`: ``"gemma"`` for the
+            bundled GGUF, which has no template, ``"chatml"`` for STREAM's Qwen models, else the
+            GGUF's own template). ``"chatml-function-calling"`` enables tool calls.
         n_ctx: Context window in tokens.
         n_threads: CPU threads for generation; ``None`` lets llama.cpp decide.
-        model_alias: The model name the server reports and accepts.
+        model_alias: The model name the server reports and accepts; ``None``: the registry's
+            name for STREAM's models, ``gemma-3-270m`` for the bundled one, else the file stem.
         interrupt_requests: llama.cpp's server default (``True``) ends a running stream with a
             bare ``[DONE]`` when another request arrives: concurrent answers come back cut
             short. ``False`` (the default here) queues them, as vLLM would serve them.
@@ -156,10 +163,10 @@ class LlamaServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        chat_format: str = "gemma",
+        chat_format: str | None = None,
         n_ctx: int = 2048,
         n_threads: int | None = None,
-        model_alias: str = "gemma-3-270m",
+        model_alias: str | None = None,
         interrupt_requests: bool = False,
         # Timeouts
         startup_timeout: float = 120.0,
@@ -177,10 +184,10 @@ class LlamaServer:
         self.host = host
         self._requested_port = port
         self.port = port
-        self.chat_format = chat_format
+        self._chat_format = chat_format
         self.n_ctx = n_ctx
         self.n_threads = n_threads
-        self.model_alias = model_alias
+        self._model_alias = model_alias
         self.interrupt_requests = interrupt_requests
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace
@@ -199,6 +206,20 @@ class LlamaServer:
         if self._model_path is None:
             self._model_path = bundled_model_path()
         return self._model_path
+
+    @property
+    def chat_format(self) -> str | None:
+        """The llama.cpp chat format the server uses (``None``: the GGUF's own template)."""
+        if self._chat_format is None:
+            return default_chat_format(self.model_path)
+        return self._chat_format
+
+    @property
+    def model_alias(self) -> str:
+        """The model name the server reports and accepts."""
+        if self._model_alias is None:
+            return default_model_alias(self.model_path)
+        return self._model_alias
 
     @property
     def base_url(self) -> str:
@@ -276,7 +297,9 @@ class LlamaServer:
 
     def __repr__(self) -> str:
         state = f"running at {self.host}:{self.port}" if self.running else "stopped"
-        return f"LlamaServer({state}, chat_format={self.chat_format!r}, n_ctx={self.n_ctx})"
+        # no model lookup here: a repr must not assemble a model
+        fmt = self._chat_format if self._model_path is None else self.chat_format
+        return f"LlamaServer({state}, chat_format={fmt!r}, n_ctx={self.n_ctx})"
 
     # -- internals ------------------------------------------------------------------------
 
@@ -293,13 +316,13 @@ class LlamaServer:
             self.host,
             "--port",
             str(self.port),
-            "--chat_format",
-            self.chat_format,
             "--n_ctx",
             str(self.n_ctx),
             "--interrupt_requests",
             str(self.interrupt_requests),
         ]
+        if self.chat_format is not None:
+            cmd += ["--chat_format", self.chat_format]
         if self.n_threads is not None:
             cmd += ["--n_threads", str(self.n_threads)]
         return cmd + list(self.extra_args)

@@ -1,29 +1,38 @@
 """ChatLlamaCpp: a GGUF model run in-process by llama.cpp, as a LangChain chat model.
 
-The embedded default's local tier: no server, no network. Models are loaded once per
-``(path, n_ctx, chat_format)`` and shared between instances; a lock serializes generation
-(a ``llama_cpp.Llama`` is not thread-safe).
+The embedded default's local tier: no server, no network. The default model is
+Qwen2.5-Coder-0.5B-Instruct (Q4_K_M, ChatML), assembled from its PyPI data chunks and checked
+against its published SHA-256 on first use (:mod:`stream_langchain.tiers.models`). Models are
+loaded once per ``(path, n_ctx, chat_format)`` and shared between instances; a lock serializes
+generation (a ``llama_cpp.Llama`` is not thread-safe).
 
 Example:
     >>> from stream_langchain.tiers.llamacpp import ChatLlamaCpp
-    >>> llm = ChatLlamaCpp(max_tokens=4, temperature=0)          # bundled Gemma 3 270M
-    >>> isinstance(llm.invoke("Say hi").content, str)
+    >>> llm = ChatLlamaCpp(max_tokens=16, temperature=0)          # Qwen2.5-Coder-0.5B-Instruct
+    >>> "Paris" in llm.invoke("What is the capital of France?").content
     True
+    >>> fast = ChatLlamaCpp(model_path=bundled_model_path(), max_tokens=4)  # Gemma 270M (base)
+    >>> fast.chat_format
+    'gemma'
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import generate_from_stream
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import to_openai_messages
@@ -32,9 +41,16 @@ from stream_langchain.tiers._llama_cpu import (
     extra_bufts_default,
     patched_model_params,
 )
+from stream_langchain.tiers._llama_tools import (
+    forced_tools,
+    parse_tool_calls,
+    prepare_messages,
+    tool_call_schema,
+)
 from stream_langchain.tiers.llama_server import bundled_model_path
+from stream_langchain.tiers.models import DEFAULT_LOCAL_MODEL, default_chat_format, model_path
 
-__all__ = ["ChatLlamaCpp", "bundled_model_path", "load_llama"]
+__all__ = ["ChatLlamaCpp", "bundled_model_path", "default_chat_format", "load_llama"]
 
 _MODELS: dict[tuple[Any, ...], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -80,6 +96,10 @@ def load_llama(
         return hit
 
 
+def _default_model_path() -> str:
+    return model_path(DEFAULT_LOCAL_MODEL)
+
+
 def _close_all() -> None:
     with _MODELS_LOCK:
         models = list(_MODELS.values())
@@ -93,9 +113,12 @@ class ChatLlamaCpp(BaseChatModel):
     """A GGUF chat model run in-process by llama.cpp (``llama-cpp-python``).
 
     Key init args:
-        model_path: the GGUF file; defaults to the bundled Gemma 3 270M.
-        chat_format: llama.cpp chat template name (``"gemma"`` for the bundled model,
-            whose GGUF carries no template).
+        model_path: the GGUF file; defaults to Qwen2.5-Coder-0.5B-Instruct (Q4_K_M), assembled
+            and verified on first use (:func:`stream_langchain.tiers.models.model_path`).
+            ``bundled_model_path()`` gives the Gemma 3 270M base model: fast, no answers.
+        chat_format: llama.cpp chat template name; by default the right one for STREAM's
+            models (``"chatml"`` for Qwen, ``"gemma"`` for the bundled Gemma, whose GGUF
+            carries no template), else the template in the GGUF's metadata.
         n_ctx: context window in tokens.
         temperature, max_tokens, top_p, seed: sampling.
 
@@ -111,10 +134,10 @@ class ChatLlamaCpp(BaseChatModel):
                 print(chunk.content, end="")
     """
 
-    model_path: str = Field(default_factory=bundled_model_path)
+    model_path: str = Field(default_factory=_default_model_path)
     """Path of the GGUF file."""
-    chat_format: str = "gemma"
-    """llama.cpp chat template."""
+    chat_format: str | None = None
+    """llama.cpp chat template (``None``: :func:`default_chat_format` of the file)."""
     n_ctx: int = Field(2048, gt=0)
     """Context window in tokens."""
     n_threads: int | None = None
@@ -137,11 +160,52 @@ class ChatLlamaCpp(BaseChatModel):
 
     @model_validator(mode="after")
     def _load_model(self) -> ChatLlamaCpp:
+        if self.chat_format is None:
+            self.chat_format = default_chat_format(self.model_path)
         self._llm, self._lock = load_llama(self.model_path, n_ctx=self.n_ctx,
                                            chat_format=self.chat_format,
                                            n_threads=self.n_threads,
                                            extra_bufts=self.extra_bufts)
+        if self.profile is None:
+            self.profile = {"tool_calling": self.tool_calling,
+                            "tool_choice": self.tool_calling,
+                            "structured_output": self.tool_calling,
+                            "max_input_tokens": self.n_ctx, "image_inputs": False}
         return self
+
+    @property
+    def tool_calling(self) -> bool:
+        """Whether this model can call tools here: it runs with the chat template of its GGUF
+        (``chat_format=None``) and that template renders tools (Qwen2.5's does; the bundled
+        Gemma has no template)."""
+        template = (getattr(self._llm, "metadata", None) or {}).get("tokenizer.chat_template")
+        return self.chat_format is None and "tools" in str(template or "")
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools, rendered by the GGUF's own chat template; calls are parsed from the answer.
+
+        ``tool_choice``: ``None``/``"auto"`` lets the model decide, ``"none"`` hides the tools,
+        ``"any"``/``"required"``/``True`` or a tool's name force a call (a JSON-schema grammar
+        makes any other output impossible).
+
+        Raises:
+            NotImplementedError: This model's chat template cannot render tools.
+        """
+        if not self.tool_calling:
+            raise NotImplementedError(
+                f"{self.model_name} (in-process llama.cpp, chat_format={self.chat_format!r}) "
+                "cannot call tools: its chat template does not render them")
+        formatted = [convert_to_openai_tool(t) for t in tools]
+        forced_tools(formatted, tool_choice)  # an unknown tool name fails here, not later
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return super().bind(tools=formatted, **kwargs)
 
     @property
     def _llm_type(self) -> str:
@@ -184,7 +248,8 @@ class ChatLlamaCpp(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        if kwargs.get("tools"):
+        tools = kwargs.get("tools")
+        if tools and not self.tool_calling:
             raise NotImplementedError(
                 f"{self.model_name} (in-process llama.cpp) does not support tool calling"
             )
@@ -200,6 +265,10 @@ class ChatLlamaCpp(BaseChatModel):
             len(self._llm.tokenize(str(m.get("content") or "").encode(), add_bos=False))
             for m in oa_messages
         )
+        if tools and kwargs.get("tool_choice") != "none":
+            yield from self._tool_answer(oa_messages, tools, kwargs.get("tool_choice"), params,
+                                         stop, prompt_tokens)
+            return
         completion_tokens = 0
         with self._lock:
             stream = self._llm.create_chat_completion(
@@ -231,3 +300,42 @@ class ChatLlamaCpp(BaseChatModel):
                 chunk_position="last",
             )
         )
+
+    def _tool_answer(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        choice: Any,
+        params: dict[str, Any],
+        stop: list[str] | None,
+        prompt_tokens: int,
+    ) -> Iterator[ChatGenerationChunk]:
+        """One whole answer with tools offered; tool calls parsed out of it (not streamed
+        token by token: a call is only a call once it is complete)."""
+        forced = forced_tools(tools, choice)
+        if forced is not None:
+            from llama_cpp import LlamaGrammar
+
+            params["grammar"] = LlamaGrammar.from_json_schema(
+                json.dumps(tool_call_schema(forced)), verbose=False)
+        with self._lock:
+            out = self._llm.create_chat_completion(
+                messages=prepare_messages(messages), tools=tools, stop=stop or None, **params)
+        choice0 = out["choices"][0]
+        text = choice0["message"].get("content") or ""
+        names = [t["function"]["name"] for t in (forced or tools)]
+        calls, rest = parse_tool_calls(text, names)
+        used = int((out.get("usage") or {}).get("completion_tokens") or 0)
+        usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=used,
+                              total_tokens=prompt_tokens + used)
+        chunk_calls = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"],
+                        "index": i, "type": "tool_call_chunk"} for i, c in enumerate(calls)]
+        yield ChatGenerationChunk(message=AIMessageChunk(
+            content=rest,
+            tool_call_chunks=chunk_calls,  # type: ignore[arg-type]
+            usage_metadata=usage,
+            response_metadata={"finish_reason": "tool_calls" if calls else
+                               (choice0.get("finish_reason") or "stop"),
+                               "model_name": self.model_name},
+            chunk_position="last",
+        ))

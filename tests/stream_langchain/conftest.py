@@ -85,9 +85,12 @@ class DiesAfter(BaseChatModel):
 
 @pytest.fixture(scope="session")
 def local_model() -> BaseChatModel:
-    from stream_langchain.tiers.llamacpp import ChatLlamaCpp
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp, bundled_model_path
 
-    return ChatLlamaCpp(max_tokens=MAX_TOKENS, temperature=0.0, seed=7)
+    # Gemma 270M (base model), not the default 0.5B instruct: these tests check plumbing
+    # (routing, records, failover), where the fastest real model is the right one.
+    return ChatLlamaCpp(model_path=bundled_model_path(), max_tokens=MAX_TOKENS,
+                        temperature=0.0, seed=7)
 
 
 def openai_model(base_url: str, name: str, **kwargs: Any) -> BaseChatModel:

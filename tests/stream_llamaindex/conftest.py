@@ -1,5 +1,5 @@
-"""Fixtures for StreamLLM's tests: one embedded ChatStream (bundled Gemma 3 270M in-process)
-shared by the whole session, since the model load is shared anyway.
+"""Fixtures for StreamLLM's tests: one embedded ChatStream (Qwen2.5-Coder-0.5B-Instruct
+in-process) shared by the whole session, since the model load is shared anyway.
 
 - ``engine``: ``ChatStream.embedded(hpc=None, max_tokens=MAX_TOKENS)`` with the keyword judge
   (StreamLLM's tests must not depend on a classifier); closed at the end of the session.

@@ -96,10 +96,11 @@ def test_chat_stream_is_required() -> None:
 
 
 def test_metadata_of_the_embedded_stack(llm: StreamLLM) -> None:
-    """Chat model, the local window, no tool calling (a base model in llama.cpp)."""
+    """Chat model, the local window, tool calling (the 0.5B instruct model calls tools
+    in-process through its GGUF's template; measured in test_standard.py)."""
     meta = llm.metadata
     assert meta.is_chat_model is True
-    assert meta.is_function_calling_model is False
+    assert meta.is_function_calling_model is True
     assert meta.context_window == 2048
     assert meta.num_output == MAX_TOKENS
     assert meta.model_name.startswith("local:") and meta.model_name.endswith(".gguf")
@@ -107,8 +108,12 @@ def test_metadata_of_the_embedded_stack(llm: StreamLLM) -> None:
 
 def test_metadata_follows_the_routable_tiers(engine: ChatStream) -> None:
     """Window = smallest routable tier's; function calling when a routable tier can call
-    tools; a forced tier or allow_cloud=False narrows what is routable."""
-    both = ChatStream(local=engine.local, cloud=_cloud_model(), judge=KeywordJudge(),
+    tools (here only cloud: the local tier is the Gemma base model, whose profile says it
+    cannot); a forced tier or allow_cloud=False narrows what is routable."""
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp, bundled_model_path
+
+    gemma = ChatLlamaCpp(model_path=bundled_model_path(), max_tokens=MAX_TOKENS)
+    both = ChatStream(local=gemma, cloud=_cloud_model(), judge=KeywordJudge(),
                       context_windows={"local": 2048, "cloud": 128000})
     llm = StreamLLM(chat_stream=both)
     assert llm.metadata.context_window == 2048
@@ -274,12 +279,33 @@ def test_non_text_block_is_refused(llm: StreamLLM) -> None:
         llm.chat([msg])
 
 
-def test_tools_on_a_stack_that_cannot_call_them(llm: StreamLLM) -> None:
-    """chat_with_tools on the embedded model fails with the engine's reason, no fake call."""
+def test_tools_on_a_stack_that_cannot_call_them() -> None:
+    """chat_with_tools on the Gemma base model fails with the engine's reason, no fake call."""
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp, bundled_model_path
+
+    gemma = ChatLlamaCpp(model_path=bundled_model_path(), max_tokens=MAX_TOKENS)
+    llm = StreamLLM(chat_stream=ChatStream(local=gemma, judge=KeywordJudge()))
     tool = FunctionTool.from_defaults(fn=lambda a, b: a + b, name="add",
                                       description="Add two numbers.")
     with pytest.raises(AllTiersFailed, match="does not support tool calling"):
         llm.chat_with_tools([tool], user_msg="Add 2 and 3.")
+
+
+def test_tools_on_the_embedded_stack_are_called(llm: StreamLLM) -> None:
+    """chat_with_tools on the embedded 0.5B instruct model: a real call of the tool, with
+    the arguments from the question."""
+
+    def add(a: int, b: int) -> int:
+        """Add two integers."""
+        return a + b
+
+    tool = FunctionTool.from_defaults(fn=add)
+    # a whole call is ~25 tokens: the fixture's 12 would cut it (and a cut call is no call)
+    resp = llm.chat_with_tools([tool], user_msg="Add 2 and 3.", max_tokens=64, temperature=0)
+    calls = llm.get_tool_calls_from_response(resp, error_on_no_tool_call=True)
+    assert [c.tool_name for c in calls] == ["add"]
+    # the model sometimes writes the numbers as JSON strings; the tool schema coerces them
+    assert {k: int(v) for k, v in calls[0].tool_kwargs.items()} == {"a": 2, "b": 3}
 
 
 def test_failed_call_is_reported_to_callbacks(engine: ChatStream) -> None:

@@ -26,7 +26,7 @@ def test_interactive_chat_keeps_history(tmp_path: Path) -> None:
     """Two turns in one session: each answered with its own header and footer."""
     proc = run(["chat", "--no-hpc", "--max-tokens", "4"], tmp_path, stdin="Hello\nAnd again\n")
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("[local | gemma-3-270m") == 2
+    assert proc.stdout.count("[local | qwen2.5-coder-0.5b-instruct") == 2
     assert proc.stdout.count("TTFT") == 2
 
 
