@@ -1,0 +1,1 @@
+"""Benchmark: tier-aware context summarization (``python -m benchmarks.summarize``)."""
