@@ -1,7 +1,8 @@
 """Run every benchmark in turn: ``python -m benchmarks`` (several minutes; see each one's doc).
 
 Each writes JSON (and a PNG) under ``benchmarks/<name>/results/``. Run one alone with
-``python -m benchmarks.<name>``: ``router_overhead``, ``relay``, ``hpc_ttft``, ``judge``.
+``python -m benchmarks.<name>``: ``router_overhead``, ``relay``, ``hpc_ttft``, ``judge``,
+``summarize``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["router_overhead", "relay", "judge", "hpc_ttft"]
+BENCHMARKS = ["router_overhead", "relay", "judge", "hpc_ttft", "summarize"]
 
 
 def main() -> int:
