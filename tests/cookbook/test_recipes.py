@@ -32,6 +32,11 @@ EXPECTED: dict[str, list[str]] = {
                    r"^forced via config stream_tier='(\w+)': tier=\1 .* override=\1",
                    rf"^LlamaIndex StreamLLM\(tier='local'\): {RECORD} override=local",
                    r"^an unknown tier is refused: unknown tier 'gpu'"],
+    "proxy_openai_client": [r"^created key \w{8} for alice", r"^models: stream, stream-local",
+                            r"^A: '\S", r"^route: tier=local model=\S+\.gguf",
+                            r"^streamed: '\S", r"^usage: prompt_tokens=\d+ completion_tokens=[1-9]",
+                            r"^an unknown model is refused: 404 model_not_found",
+                            r"^usage rows: alice local 2 requests"],
 }
 
 
