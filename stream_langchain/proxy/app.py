@@ -1,7 +1,8 @@
 """The OpenAI-compatible HTTP app over a ChatStream (FastAPI).
 
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (streaming and not),
-``GET /v1/admin/usage`` (admin keys), ``GET /health``, ``GET /metrics``.
+``POST /v1/responses`` (:mod:`.responses`), ``GET /v1/admin/usage`` (admin keys),
+``GET /health``, ``GET /metrics``.
 
 One request: authenticate (Bearer key) -> bounded body -> validate (:mod:`.schema`) -> model
 to tier -> rate limits (:mod:`.limits`) -> ``ChatStream.astream`` -> the chunks out as SSE or
@@ -29,7 +30,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +46,11 @@ from stream_langchain.proxy.auth import Identity, KeyRing
 from stream_langchain.proxy.errors import APIError
 from stream_langchain.proxy.limits import Limiter, Limits, Permit
 from stream_langchain.proxy.ops import AccessLog, Metrics
+from stream_langchain.proxy.responses import (
+    ResponsesEncoder,
+    ResponsesRequest,
+    parse_responses_request,
+)
 from stream_langchain.proxy.schema import (
     ChatCompletionRequest,
     ChatRequest,
@@ -119,6 +125,55 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     ttft: float | None = None
     done: bool = False
+
+
+class Encoder(Protocol):
+    """One wire format (chat completions, Responses) over the same chunk accounting."""
+
+    writer: ChunkWriter
+
+    def chunk(self, message: AIMessageChunk) -> list[bytes]:
+        """SSE events for one engine chunk (empty: nothing to send yet)."""
+        ...
+
+    def end(self, route: dict[str, Any] | None, inp: int, out: int) -> list[bytes]:
+        """The closing events of a stream that finished."""
+        ...
+
+    def error(self, err: APIError) -> list[bytes]:
+        """The events that report a failure after streaming began."""
+        ...
+
+    def body(self, route: dict[str, Any] | None, inp: int, out: int) -> dict[str, Any]:
+        """The non-streaming response."""
+        ...
+
+
+class ChatEncoder:
+    """``chat.completion`` / ``chat.completion.chunk`` (OpenAI chat completions)."""
+
+    def __init__(self, req: ChatRequest) -> None:
+        self.req = req
+        self.writer = ChunkWriter(req.model)
+
+    def chunk(self, message: AIMessageChunk) -> list[bytes]:
+        sse = self.writer.feed(message)
+        return [] if sse is None else [sse_data(sse)]
+
+    def end(self, route: dict[str, Any] | None, inp: int, out: int) -> list[bytes]:
+        opening = self.writer.opening()
+        events = [] if opening is None else [sse_data(opening)]
+        events.append(sse_data(self.writer.final(route)))
+        if self.req.include_usage:
+            events.append(sse_data(self.writer.usage_chunk(inp, out)))
+        events.append(b"data: [DONE]\n\n")
+        return events
+
+    def error(self, err: APIError) -> list[bytes]:
+        return [sse_error(err.body())]
+
+    def body(self, route: dict[str, Any] | None, inp: int, out: int) -> dict[str, Any]:
+        return completion_body(self.writer, route, inp, out)
 
 
 class _Proxy:
@@ -203,6 +258,17 @@ class _Proxy:
     async def chat_completions(self, request: Request) -> Response:
         ident = await self.authenticate(request)
         req = parse_chat_request(await self.read_body(request), limits=self.config.messages)
+        return await self.serve(request, ident, req, ChatEncoder(req))
+
+    async def responses(self, request: Request) -> Response:
+        ident = await self.authenticate(request)
+        req = parse_responses_request(await self.read_body(request),
+                                      limits=self.config.messages)
+        return await self.serve(request, ident, req, ResponsesEncoder(req))
+
+    async def serve(self, request: Request, ident: Identity, req: ChatRequest,
+                    enc: Encoder) -> Response:
+        """Route ``req`` through the ChatStream and answer in ``enc``'s format."""
         tier = self.tier_for(req.model)
         estimate = count_tokens(req.messages)
         permit = self.limiter.admit(ident.name, tokens=estimate, rpm=ident.rpm, tpm=ident.tpm,
@@ -213,11 +279,11 @@ class _Proxy:
         kwargs = dict(req.kwargs)
         if tier is not None:
             kwargs["tier"] = tier
-        writer = ChunkWriter(req.model)
+        writer = enc.writer
         agen = cast(AsyncGenerator[AIMessageChunk, None],
                     self.chat.astream(req.messages, stop=req.stop, **kwargs))
         try:
-            first = await self._until_output(agen, writer, call)
+            first = await self._until_output(agen, enc, call)
         except BaseException as exc:
             await agen.aclose()
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError)
@@ -227,8 +293,7 @@ class _Proxy:
         if req.stream:
             route = public_route(writer.hint or writer.record)
             headers.update(_route_header(route))
-            return SSEResponse(self._events(agen, writer, first, call, request),
-                               headers=headers)
+            return SSEResponse(self._events(agen, enc, first, call, request), headers=headers)
         try:
             async for chunk in agen:
                 writer.feed(chunk)
@@ -241,48 +306,41 @@ class _Proxy:
         inp, out = self.finish(call, writer, "ok", request)
         route = public_route(writer.record)
         headers.update(_route_header(route))
-        return JSONResponse(completion_body(writer, route, inp, out), headers=headers)
+        return JSONResponse(enc.body(route, inp, out), headers=headers)
 
-    async def _until_output(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter,
-                            call: _Call) -> list[dict[str, Any]]:
+    async def _until_output(self, agen: AsyncIterator[AIMessageChunk], enc: Encoder,
+                            call: _Call) -> list[bytes]:
         """Pull chunks until one carries output (or the stream ends): the headers wait for
         it, so a request that no tier serves is still an ordinary error response."""
-        out: list[dict[str, Any]] = []
         async for chunk in agen:
-            sse = writer.feed(chunk)
-            if sse is not None:
+            events = enc.chunk(chunk)
+            if events:
                 call.ttft = time.perf_counter()
-                out.append(sse)
-                break
-        return out
+                return events
+        return []
 
-    async def _events(self, agen: AsyncGenerator[AIMessageChunk, None], writer: ChunkWriter,
-                      first: list[dict[str, Any]], call: _Call,
+    async def _events(self, agen: AsyncGenerator[AIMessageChunk, None], enc: Encoder,
+                      first: list[bytes], call: _Call,
                       request: Request) -> AsyncGenerator[bytes, None]:
         status, error = "aborted", None
+        writer = enc.writer
         try:
-            for item in first:
-                yield sse_data(item)
+            for event in first:
+                yield event
             async for chunk in agen:
-                sse = writer.feed(chunk)
-                if sse is not None:
-                    yield sse_data(sse)
-            opening = writer.opening()
-            if opening is not None:
-                yield sse_data(opening)
+                for event in enc.chunk(chunk):
+                    yield event
             status = "ok"
-            route = public_route(writer.record)
-            yield sse_data(writer.final(route))
-            if call.req.include_usage:
-                inp, out = self._tokens(call, writer)
-                yield sse_data(writer.usage_chunk(inp, out))
-            yield b"data: [DONE]\n\n"
+            inp, out = self._tokens(call, writer)
+            for event in enc.end(public_route(writer.record), inp, out):
+                yield event
         except Exception as exc:  # failed after streaming began: say so, never a fake "stop"
             status, error = "error", exc
             mapped = self.map_error(exc, writer)
-            body = mapped.body() if isinstance(mapped, APIError) else {"error": {
-                "message": describe(exc), "type": "server_error", "param": None, "code": None}}
-            yield sse_error(body)
+            err = mapped if isinstance(mapped, APIError) else APIError(
+                500, describe(exc), code="internal_error")
+            for event in enc.error(err):
+                yield event
         finally:
             if status == "aborted":
                 self.metrics.cancelled.inc()
@@ -381,6 +439,14 @@ def _openapi_body(models: list[str]) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schema}}}}
 
 
+def _responses_body(models: list[str]) -> dict[str, Any]:
+    schema = ResponsesRequest.model_json_schema()
+    schema["properties"]["model"] = {"type": "string", "enum": models}
+    schema["additionalProperties"] = False
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
+
+
 def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = None) -> FastAPI:
     """The proxy as an ASGI app serving ``chat``.
 
@@ -459,6 +525,11 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
     async def chat_completions(request: Request) -> Response:
         """OpenAI chat completions, streaming (SSE) or not, routed by STREAM."""
         return await proxy.chat_completions(request)
+
+    @app.post("/v1/responses", openapi_extra=_responses_body(list(proxy.models)))
+    async def responses(request: Request) -> Response:
+        """OpenAI Responses API (text in and out, streaming events, function tools)."""
+        return await proxy.responses(request)
 
     @app.get("/v1/admin/usage")
     async def admin_usage(request: Request, identity: str | None = None,

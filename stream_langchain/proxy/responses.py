@@ -1,0 +1,318 @@
+"""The OpenAI Responses API over the same engine: text in and out, streaming events, function
+tools.
+
+A Responses request is translated to the chat-completions form (``instructions`` -> a system
+message, ``input`` items -> messages, ``function_call`` / ``function_call_output`` items ->
+assistant tool calls and tool messages, function tools -> chat tools) and validated by the
+same rules; the answer is sent as a ``response`` object or as the typed event stream
+(``response.created``, ``response.output_item.added``, ``response.output_text.delta``, ...,
+``response.completed``). Nothing is stored: ``previous_response_id`` and ``store: true`` are
+refused with a 400 that says so.
+
+Example:
+    >>> req = parse_responses_request(b'{"model": "stream", "input": "hi", '
+    ...                               b'"instructions": "Be brief."}', limits=MessageLimits())
+    >>> [type(m).__name__ for m in req.messages]
+    ['SystemMessage', 'HumanMessage']
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from stream_langchain.proxy.errors import APIError
+from stream_langchain.proxy.schema import (
+    ChatRequest,
+    ChunkWriter,
+    MessageLimits,
+    parse_chat_request,
+)
+
+__all__ = ["ResponsesEncoder", "ResponsesRequest", "parse_responses_request"]
+
+_PASS = ("temperature", "top_p")
+
+
+class ResponsesRequest(BaseModel):
+    """The body of ``POST /v1/responses`` (the fields STREAM honours)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: str | list[dict[str, Any]]
+    instructions: str | None = None
+    stream: bool | None = False
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    max_output_tokens: int | None = Field(None, ge=1)
+    store: bool | None = None
+    text: dict[str, Any] | None = None
+    user: str | None = None
+
+
+def _parts_text(content: Any, i: int) -> Any:
+    if isinstance(content, str) or content is None:
+        return content or ""
+    if not isinstance(content, list):
+        raise APIError(400, f"input[{i}].content must be a string or a list of parts",
+                       param=f"input[{i}].content", code="invalid_content")
+    out = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in ("input_text", "output_text", "text") or not isinstance(
+                part.get("text"), str):
+            raise APIError(400, f"input[{i}].content[{j}] has type {kind!r}; STREAM routes "
+                                "text only (input_text, output_text)",
+                           param=f"input[{i}].content[{j}].type", code="unsupported_content")
+        out.append({"type": "text", "text": part["text"]})
+    return out
+
+
+def _messages(req: ResponsesRequest) -> list[dict[str, Any]]:
+    msgs: list[dict[str, Any]] = []
+    if req.instructions:
+        msgs.append({"role": "system", "content": req.instructions})
+    if isinstance(req.input, str):
+        msgs.append({"role": "user", "content": req.input})
+        return msgs
+    for i, item in enumerate(req.input):
+        kind = item.get("type", "message")
+        if kind == "message":
+            msgs.append({"role": item.get("role"), "content": _parts_text(item.get("content"),
+                                                                          i)})
+        elif kind == "function_call":
+            call = {"id": item.get("call_id"), "type": "function",
+                    "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            if msgs and msgs[-1]["role"] == "assistant" and msgs[-1].get("tool_calls"):
+                msgs[-1]["tool_calls"].append(call)
+            else:
+                msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            msgs.append({"role": "tool", "tool_call_id": item.get("call_id"),
+                         "content": output if isinstance(output, str) else json.dumps(output)})
+        else:
+            raise APIError(400, f"input[{i}] has type {kind!r}; supported: message, "
+                                "function_call, function_call_output", param=f"input[{i}].type",
+                           code="unsupported_input")
+    return msgs
+
+
+def parse_responses_request(body: bytes, *, limits: MessageLimits) -> ChatRequest:
+    """Validate a Responses body and translate it to a :class:`ChatRequest`.
+
+    Raises:
+        APIError: 400 (not JSON, unsupported parameters or items), 413, 422.
+    """
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    try:
+        req = ResponsesRequest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err["loc"])
+        raise APIError(422, f"{param}: {err['msg']}", param=param or None,
+                       code="invalid_value") from None
+    unsupported = sorted(k for k, v in (req.model_extra or {}).items() if v is not None)
+    if req.store:
+        unsupported.append("store=True (the proxy keeps no responses)")
+    if req.parallel_tool_calls is False:
+        unsupported.append("parallel_tool_calls=False")
+    if unsupported:
+        raise APIError(400, "unsupported parameter(s): " + ", ".join(unsupported)
+                       + " (STREAM honours model, input, instructions, stream, tools, "
+                         "tool_choice, temperature, top_p, max_output_tokens, text.format)",
+                       param=unsupported[0].split("=")[0], code="unsupported_parameter")
+    chat: dict[str, Any] = {"model": req.model, "messages": _messages(req),
+                            "stream": bool(req.stream)}
+    for name in _PASS:
+        if getattr(req, name) is not None:
+            chat[name] = getattr(req, name)
+    if req.max_output_tokens is not None:
+        chat["max_tokens"] = req.max_output_tokens
+    if req.tools:
+        tools = []
+        for j, tool in enumerate(req.tools):
+            if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+                raise APIError(400, f"tools[{j}]: only function tools ({{'type': 'function', "
+                                    "'name': ..., 'parameters': ...}) are supported",
+                               param=f"tools[{j}]", code="invalid_tools")
+            fn = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
+            tools.append({"type": "function", "function": fn})
+        chat["tools"] = tools
+    if req.tool_choice is not None:
+        choice = req.tool_choice
+        if isinstance(choice, dict) and choice.get("type") == "function":
+            choice = {"type": "function", "function": {"name": choice.get("name")}}
+        chat["tool_choice"] = choice
+    fmt = (req.text or {}).get("format")
+    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
+        if fmt.get("type") == "json_schema":
+            schema = {k: fmt[k] for k in ("name", "schema", "strict") if k in fmt}
+            chat["response_format"] = {"type": "json_schema", "json_schema": schema}
+        else:
+            chat["response_format"] = {"type": fmt.get("type")}
+    out = parse_chat_request(json.dumps(chat).encode(), limits=limits)
+    out.extra = {"instructions": req.instructions, "tools": req.tools or [],
+                 "tool_choice": req.tool_choice or "auto"}
+    return out
+
+
+def _event(kind: str, seq: int, **fields: Any) -> bytes:
+    body = json.dumps({"type": kind, "sequence_number": seq, **fields}, separators=(",", ":"))
+    return f"event: {kind}\ndata: {body}\n\n".encode()
+
+
+class ResponsesEncoder:
+    """``response`` objects and Responses streaming events from engine chunks."""
+
+    def __init__(self, req: ChatRequest) -> None:
+        self.req = req
+        self.writer = ChunkWriter(req.model)
+        self.id = "resp_" + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.seq = 0
+        self.items: list[dict[str, Any]] = []  # output items in order of first appearance
+        self._msg: dict[str, Any] | None = None
+        self._calls: dict[int, dict[str, Any]] = {}
+        self._started = False
+
+    def _next(self, kind: str, **fields: Any) -> bytes:
+        ev = _event(kind, self.seq, **fields)
+        self.seq += 1
+        return ev
+
+    def response(self, status: str, route: dict[str, Any] | None = None,
+                 usage: tuple[int, int] | None = None,
+                 error: dict[str, Any] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id, "object": "response", "created_at": self.created, "status": status,
+            "model": self.req.model, "output": [dict(i) for i in self.items],
+            "instructions": self.req.extra.get("instructions"),
+            "tools": self.req.extra.get("tools", []),
+            "tool_choice": self.req.extra.get("tool_choice", "auto"),
+            "parallel_tool_calls": True, "error": error, "incomplete_details": None,
+            "metadata": {}, "temperature": self.req.kwargs.get("temperature"),
+            "top_p": self.req.kwargs.get("top_p"),
+            "max_output_tokens": self.req.kwargs.get("max_tokens"), "usage": None,
+            "stream": route,
+        }
+        if usage is not None:
+            out["usage"] = {"input_tokens": usage[0], "output_tokens": usage[1],
+                            "total_tokens": usage[0] + usage[1],
+                            "input_tokens_details": {"cached_tokens": 0},
+                            "output_tokens_details": {"reasoning_tokens": 0}}
+        return out
+
+    def chunk(self, message: AIMessageChunk) -> list[bytes]:
+        delta = self.writer.feed(message)
+        if delta is None:
+            return []
+        events: list[bytes] = []
+        if not self._started:
+            self._started = True
+            events.append(self._next("response.created", response=self.response("in_progress")))
+            events.append(self._next("response.in_progress",
+                                     response=self.response("in_progress")))
+        d = delta["choices"][0]["delta"]
+        if d.get("content"):
+            if self._msg is None:
+                self._msg = {"type": "message", "id": "msg_" + uuid.uuid4().hex,
+                             "status": "in_progress", "role": "assistant", "content": []}
+                self.items.append(self._msg)
+                events.append(self._next("response.output_item.added",
+                                         output_index=len(self.items) - 1,
+                                         item=dict(self._msg, content=[])))
+                events.append(self._next("response.content_part.added",
+                                         item_id=self._msg["id"],
+                                         output_index=len(self.items) - 1, content_index=0,
+                                         part={"type": "output_text", "text": "",
+                                               "annotations": []}))
+            events.append(self._next("response.output_text.delta", item_id=self._msg["id"],
+                                     output_index=self.items.index(self._msg),
+                                     content_index=0, delta=d["content"], logprobs=[]))
+        for piece in d.get("tool_calls") or []:
+            index = piece["index"]
+            item = self._calls.get(index)
+            if item is None:
+                seen = self.writer.tool_calls[index]
+                item = {"type": "function_call", "id": "fc_" + uuid.uuid4().hex,
+                        "call_id": seen["id"] or f"call_{index}", "name": seen["name"] or "",
+                        "arguments": "", "status": "in_progress"}
+                self._calls[index] = item
+                self.items.append(item)
+                events.append(self._next("response.output_item.added",
+                                         output_index=len(self.items) - 1, item=dict(item)))
+            args = (piece.get("function") or {}).get("arguments")
+            if args:
+                item["arguments"] += args
+                events.append(self._next("response.function_call_arguments.delta",
+                                         item_id=item["id"],
+                                         output_index=self.items.index(item), delta=args))
+        return events
+
+    def _close_items(self) -> list[bytes]:
+        events = []
+        for i, item in enumerate(self.items):
+            if item["type"] == "message":
+                text = "".join(self.writer.text)
+                part = {"type": "output_text", "text": text, "annotations": []}
+                item["content"] = [part]
+                events.append(self._next("response.output_text.done", item_id=item["id"],
+                                         output_index=i, content_index=0, text=text,
+                                         logprobs=[]))
+                events.append(self._next("response.content_part.done", item_id=item["id"],
+                                         output_index=i, content_index=0, part=part))
+            else:
+                events.append(self._next("response.function_call_arguments.done",
+                                         item_id=item["id"], output_index=i,
+                                         arguments=item["arguments"]))
+            item["status"] = "completed"
+            events.append(self._next("response.output_item.done", output_index=i,
+                                     item=dict(item)))
+        return events
+
+    def end(self, route: dict[str, Any] | None, inp: int, out: int) -> list[bytes]:
+        events = []
+        if not self._started:
+            self._started = True
+            events.append(self._next("response.created", response=self.response("in_progress")))
+        events.extend(self._close_items())
+        events.append(self._next("response.completed",
+                                 response=self.response("completed", route, (inp, out))))
+        return events
+
+    def error(self, err: APIError) -> list[bytes]:
+        return [self._next("error", code=err.code, message=err.message, param=err.param),
+                self._next("response.failed", response=self.response(
+                    "failed", error={"code": err.code or "server_error",
+                                     "message": err.message}))]
+
+    def body(self, route: dict[str, Any] | None, inp: int, out: int) -> dict[str, Any]:
+        # Non-streaming: the output items are built from what the writer accumulated.
+        text = "".join(self.writer.text)
+        self.items = []
+        if text:
+            self.items.append({"type": "message", "id": "msg_" + uuid.uuid4().hex,
+                               "status": "completed", "role": "assistant",
+                               "content": [{"type": "output_text", "text": text,
+                                            "annotations": []}]})
+        for index, seen in sorted(self.writer.tool_calls.items()):
+            self.items.append({"type": "function_call", "id": "fc_" + uuid.uuid4().hex,
+                               "call_id": seen["id"] or f"call_{index}",
+                               "name": seen["name"] or "", "arguments": seen["arguments"],
+                               "status": "completed"})
+        return self.response("completed", route, (inp, out))
