@@ -208,6 +208,7 @@ class _Proxy:
                                     "`stream keys create --name NAME`", code="no_api_keys")
             raise APIError(401, "invalid or revoked API key", code="invalid_api_key")
         request.state.log = {"identity": ident.name, "key_id": ident.key_id}
+        request.state.identity = ident
         return ident
 
     async def has_keys(self) -> bool:
@@ -474,7 +475,12 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
     app.state.proxy = proxy
 
     @app.exception_handler(APIError)
-    async def _api_error(_r: Request, exc: APIError) -> JSONResponse:
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        ident = getattr(request.state, "identity", None)
+        if isinstance(ident, Identity):  # an authenticated caller: its limits, every time
+            for name, value in proxy.limiter.headers(ident.name, rpm=ident.rpm,
+                                                     tpm=ident.tpm).items():
+                exc.headers.setdefault(name, value)
         return _error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)

@@ -126,8 +126,9 @@ def test_404_unknown_model_and_route(serve: ServeFn, keys: dict[str, str]) -> No
     """An unknown model is 404 model_not_found listing what is served; an unknown path 404;
     a tier not configured is an unknown model."""
     server = serve(make_chat())
-    err = assert_error(post(server.url, keys["user"], {"model": "gpt-4o", "messages": MSG}),
-                       404, code="model_not_found", param="model")
+    r = post(server.url, keys["user"], {"model": "gpt-4o", "messages": MSG})
+    err = assert_error(r, 404, code="model_not_found", param="model")
+    assert r.headers["x-ratelimit-limit-requests"] == "60"  # on errors too, once authenticated
     assert "stream-local" in err["message"]
     assert_error(post(server.url, keys["user"], {"model": "stream-cloud", "messages": MSG}), 404)
     assert_error(httpx.get(server.url + "/v1/nothing"), 404)
