@@ -1,10 +1,12 @@
 """A LlamaIndex agent on StreamLLM, with tools and a bounded number of steps.
 
-When a routable tier can call tools (``StreamLLM.metadata.is_function_calling_model``: Ollama or
-a cloud API via ``STREAM_CONFIG``) the recipe uses a ``FunctionAgent``, whose tool calls
-StreamLLM forwards to the routed tier. The embedded stack's model cannot call tools, so there
-it uses a ``ReActAgent``, which needs none: the model writes ``Action: ...`` lines as text and
-the agent parses them. A 270M base model rarely follows that format, so the agent is bounded
+When a routable tier can call tools (``StreamLLM.metadata.is_function_calling_model``) the
+recipe uses a ``FunctionAgent``, whose tool calls StreamLLM forwards to the routed tier. On the
+embedded stack that is the local tier, Qwen2.5-Coder-0.5B-Instruct in-process, which calls
+tools through its GGUF's chat template: the ``multiply`` call below is the model's own, and the
+tool really runs. Where no tier can call tools (the Gemma 270M base model, say) the recipe says
+so and uses a ``ReActAgent``, which needs none: the model writes ``Action: ...`` lines as text
+and the agent parses them. A small model may loop, so the agent is bounded
 (``max_iterations``) and, when it runs out of steps, asked for a final answer
 (``early_stopping_method="generate"``) instead of failing.
 
@@ -69,9 +71,12 @@ async def run(llm: StreamLLM) -> str:
               "writes its tool calls as text)")
         agent = ReActAgent(tools=tools, llm=llm, early_stopping_method="generate")
     handler = agent.run(user_msg=QUESTION, max_iterations=MAX_ITERATIONS)
+    calls = 0
     async for event in handler.stream_events():
         if isinstance(event, ToolCallResult):
+            calls += 1
             print(f"  tool {event.tool_name}({event.tool_kwargs}) -> {event.tool_output}")
+    print(f"tool calls made: {calls}")
     result: AgentOutput = await handler
     return str(result.response.content or "")
 
@@ -79,7 +84,8 @@ async def run(llm: StreamLLM) -> str:
 def main() -> None:
     routing = RoutingRecords()
     get_dispatcher().add_event_handler(routing)
-    with StreamLLM(chat_stream=build_chat_stream(max_tokens=48)) as llm:
+    # 96 tokens: a tool call is a whole JSON object, and a call cut short is no call
+    with StreamLLM(chat_stream=build_chat_stream(max_tokens=96, temperature=0)) as llm:
         print(f"Q: {QUESTION}")
         answer = asyncio.run(run(llm))
         print(f"A: {answer}")

@@ -27,7 +27,8 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["forced_tools", "parse_tool_calls", "prepare_messages", "tool_call_schema"]
+__all__ = ["coerce_args", "forced_tools", "parse_tool_calls", "prepare_messages",
+           "tool_call_schema"]
 
 _TAGGED = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.S)
 _FENCED = re.compile(r"```(?:json)?\s*(.*?)\s*```", re.S)
@@ -83,6 +84,33 @@ def parse_tool_calls(text: str, names: Iterable[str]) -> tuple[list[dict[str, An
         if calls and len(calls) == len(lines):
             return calls, ""
     return [], text
+
+
+def coerce_args(args: dict[str, Any], parameters: dict[str, Any] | None) -> dict[str, Any]:
+    """Arguments with numbers and booleans that the model wrote as strings turned into what the
+    tool's JSON schema declares (small models write ``{"a": "12"}`` for an integer ``a``).
+
+    Example:
+        >>> coerce_args({"a": "12", "b": 7, "c": "x"}, {"properties": {
+        ...     "a": {"type": "integer"}, "b": {"type": "integer"}, "c": {"type": "integer"}}})
+        {'a': 12, 'b': 7, 'c': 'x'}
+    """
+    props = (parameters or {}).get("properties") or {}
+    out = dict(args)
+    for key, value in args.items():
+        kind = (props.get(key) or {}).get("type")
+        if not isinstance(value, str):
+            continue
+        try:
+            if kind == "integer":
+                out[key] = int(value.strip())
+            elif kind == "number":
+                out[key] = float(value.strip())
+            elif kind == "boolean" and value.strip().lower() in ("true", "false"):
+                out[key] = value.strip().lower() == "true"
+        except ValueError:
+            pass  # left as written: the tool's own validation names the problem
+    return out
 
 
 def tool_call_schema(tools: list[dict[str, Any]]) -> dict[str, Any]:

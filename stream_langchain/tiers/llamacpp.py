@@ -42,6 +42,7 @@ from stream_langchain.tiers._llama_cpu import (
     patched_model_params,
 )
 from stream_langchain.tiers._llama_tools import (
+    coerce_args,
     forced_tools,
     parse_tool_calls,
     prepare_messages,
@@ -323,8 +324,11 @@ class ChatLlamaCpp(BaseChatModel):
                 messages=prepare_messages(messages), tools=tools, stop=stop or None, **params)
         choice0 = out["choices"][0]
         text = choice0["message"].get("content") or ""
-        names = [t["function"]["name"] for t in (forced or tools)]
-        calls, rest = parse_tool_calls(text, names)
+        schemas = {t["function"]["name"]: t["function"].get("parameters")
+                    for t in (forced or tools)}
+        calls, rest = parse_tool_calls(text, schemas)
+        for call in calls:
+            call["args"] = coerce_args(call["args"], schemas[call["name"]])
         used = int((out.get("usage") or {}).get("completion_tokens") or 0)
         usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=used,
                               total_tokens=prompt_tokens + used)

@@ -1,10 +1,22 @@
 """LangChain's standard test suites against ChatStream on the embedded stack.
 
-Capability flags are set honestly for the embedded stack: its only tier is the bundled
-Gemma 3 270M *base* model (not instruction tuned) run in-process by llama.cpp, which cannot
-call tools, produce structured output, read images or follow JSON mode. ChatStream forwards
-those features to the routed tier (see test_chat_stream.py), so they work when a capable
-tier is configured; here they are switched off rather than faked.
+Capability flags are set by what the embedded local tier measurably does: Qwen2.5-Coder-0.5B-
+Instruct run in-process by llama.cpp with its GGUF's own chat template, which renders tools;
+``ChatLlamaCpp`` parses the calls from the answer and enforces a forced ``tool_choice`` with a
+JSON-schema grammar. Measured on 12 prompts with ``tool_choice="auto"`` at temperature 0
+(``python -m benchmarks.models``, ``tool_calling``): 10 of 10 tool questions got the right call
+with the right arguments; of two questions that need no tool, one was answered in text and one
+("What is the capital of France?" with only a weather tool bound) got a needless weather call.
+So tool calling and tool choice are on and run here for real.
+
+Off, with the measured reason:
+
+- structured output: ``ChatLlamaCpp.with_structured_output`` works (a forced call; see
+  tests/stream_langchain/tiers/test_llama_tools.py), but through ChatStream the standard test
+  sees two ``on_chat_model_start`` events (the router's run and the tier model's child run)
+  where it expects one, a property of ChatStream's callback plumbing, not of the model;
+- JSON mode: ChatLlamaCpp offers no ``method="json_mode"``;
+- images, PDFs, audio: the models read text only.
 """
 
 from __future__ import annotations
@@ -22,7 +34,10 @@ from stream_langchain.judges import KeywordJudge
 def _params() -> dict[str, Any]:
     from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 
-    return {"local": ChatLlamaCpp(max_tokens=24, seed=1), "judge": KeywordJudge()}
+    # 100 tokens, as the suite's own max_tokens (which ChatStream does not pass to its tiers):
+    # a tool call is a whole JSON object, and a call cut short is no call.
+    return {"local": ChatLlamaCpp(max_tokens=100, seed=1, temperature=0),
+            "judge": KeywordJudge()}
 
 
 class _Flags:
@@ -34,11 +49,12 @@ class _Flags:
     def chat_model_params(self) -> dict[str, Any]:
         return _params()
 
-    # The 270M base model cannot do these; ChatStream forwards them to capable tiers.
-    has_tool_calling = False
-    has_tool_choice = False
-    has_structured_output = False
+    has_tool_calling = True
+    has_tool_choice = True
+    has_structured_output = False  # see the module docstring: a callback count, not the model
+    # Not offered through with_structured_output(method="json_mode") by ChatLlamaCpp.
     supports_json_mode = False
+    # The text-only models read no images, PDFs or audio.
     supports_image_inputs = False
     supports_image_urls = False
     supports_pdf_inputs = False
@@ -62,4 +78,8 @@ class TestChatStreamUnit(_Flags, ChatModelUnitTests):
 
 @pytest.mark.slow
 class TestChatStreamIntegration(_Flags, ChatModelIntegrationTests):
-    pass
+    @pytest.mark.xfail(strict=True, raises=ValueError,
+                       reason="ChatStream routes text content only: the history's Anthropic-"
+                       "style 'tool_use' content part is refused before any tier sees it")
+    def test_tool_message_histories_list_content(self, model: Any, my_adder_tool: Any) -> None:
+        super().test_tool_message_histories_list_content(model, my_adder_tool)
