@@ -28,9 +28,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -65,6 +65,7 @@ from stream_langchain.proxy.usage import Store, UsageRow
 __all__ = ["ProxyConfig", "create_app"]
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODEL_PREFIX = "stream"
 # Routing-record fields published in ``x-stream-route`` and the ``stream`` field.
@@ -125,6 +126,35 @@ class _Call:
     started: float = field(default_factory=time.perf_counter)
     ttft: float | None = None
     done: bool = False
+
+
+class _ClientGone(Exception):
+    """The client disconnected before the response started."""
+
+
+async def _drain(agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter) -> None:
+    async for chunk in agen:
+        writer.feed(chunk)
+
+
+async def _unless_gone(request: Request, aw: Awaitable[T]) -> T:
+    """Await ``aw`` unless the client disconnects first; then cancel it (which cancels the
+    tier's generation) and raise :class:`_ClientGone`."""
+    work = asyncio.ensure_future(aw)
+    gone = asyncio.ensure_future(SSEResponse._watch(request.receive))
+    try:
+        await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left = gone.done() and not gone.cancelled()
+        for task in (work, gone):
+            if not task.done():
+                task.cancel()
+        for task in (work, gone):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if left and (work.cancelled() or not work.done()):
+        raise _ClientGone()
+    return work.result()
 
 
 class Encoder(Protocol):
@@ -284,10 +314,11 @@ class _Proxy:
         agen = cast(AsyncGenerator[AIMessageChunk, None],
                     self.chat.astream(req.messages, stop=req.stop, **kwargs))
         try:
-            first = await self._until_output(agen, enc, call)
+            first = await _unless_gone(request, self._until_output(agen, enc, call))
         except BaseException as exc:
             await agen.aclose()
-            self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError)
+            self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
+                                                              | _ClientGone)
                         else "error", request, error=exc)
             raise self.map_error(exc, writer) from None
         headers = self.limiter.headers(ident.name, rpm=ident.rpm, tpm=ident.tpm)
@@ -296,10 +327,10 @@ class _Proxy:
             headers.update(_route_header(route))
             return SSEResponse(self._events(agen, enc, first, call, request), headers=headers)
         try:
-            async for chunk in agen:
-                writer.feed(chunk)
+            await _unless_gone(request, _drain(agen, writer))
         except BaseException as exc:
-            self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError)
+            self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
+                                                              | _ClientGone)
                         else "error", request, error=exc)
             raise self.map_error(exc, writer) from None
         finally:
@@ -352,6 +383,10 @@ class _Proxy:
     def map_error(self, exc: BaseException, writer: ChunkWriter) -> BaseException:
         if isinstance(exc, APIError | asyncio.CancelledError):
             return exc
+        if isinstance(exc, _ClientGone):
+            self.metrics.cancelled.inc()
+            return APIError(499, "the client closed the request; generation was cancelled",
+                            code="client_closed")
         if isinstance(exc, AllTiersFailed):
             errors = [e["error"] for e in exc.errors]
             if errors and all("does not support tool calling" in e for e in errors):

@@ -51,6 +51,26 @@ def test_disconnect_stops_the_tier(serve: ServeFn, keys: dict[str, str], store: 
     assert "stream_proxy_cancelled_total 1.0" in metrics
 
 
+def test_disconnect_cancels_a_non_streamed_request(serve: ServeFn, keys: dict[str, str],
+                                                   store: Store) -> None:
+    """A client that gives up on a non-streamed answer cancels the generation too: the tier
+    stops and the row says aborted."""
+    model = ScriptedModel(script=[f" t{i}" for i in range(1000)], delay=0.005)
+    server = serve(make_chat(model))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", timeout=0.5,
+                   headers={"authorization": f"Bearer {keys['user']}"},
+                   json={"model": "stream", "messages": MSG})
+    wait_for(lambda: len(store.rows()) == 1)
+    store.flush()
+    (row,) = store.rows()
+    at_close = model.generated
+    time.sleep(0.3)
+    assert model.generated == at_close < 1000
+    assert row["status"] == "aborted" and row["stream"] is False
+    assert model.generated - row["output_chunks"] <= 1
+
+
 class _Recording(concurrent.futures.ThreadPoolExecutor):
     """A real thread pool that keeps its futures (to read the node function's summary)."""
 
