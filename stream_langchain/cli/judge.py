@@ -108,7 +108,7 @@ def build_judge(kind: str, args: argparse.Namespace) -> Judge:
 def _add_llm_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group(
         "LLM judge (--judge llm|cascade)",
-        "Default LLM: the bundled Gemma 3 270M through llama.cpp (in-process).")
+        "Default LLM: Qwen2.5-Coder-0.5B-Instruct through llama.cpp (in-process).")
     g.add_argument("--ollama", metavar="MODEL", help="Ollama model, e.g. llama3.2:3b")
     g.add_argument("--llm-base-url", metavar="URL", help="OpenAI-compatible server")
     g.add_argument("--llm-model", default="local", help="model name at --llm-base-url")

@@ -216,6 +216,13 @@ class EmbeddedHPC:
                     "first_token_timeout": self.first_token_timeout,
                     "idle_timeout": self.idle_timeout,
                 }
+                # Measured (python -m benchmarks.models --tools-only; see
+                # tests/stream_langchain/tiers/test_hpc_standard.py): with llama.cpp's
+                # chatml-function-calling parser the 1.5B calls tools for only about half of the
+                # tool questions with tool_choice="auto", and "any"/"required" are refused; so
+                # the profile says no (StreamLLM.metadata reads it). A real vLLM tier sets its own.
+                kwargs["profile"] = {"tool_calling": False, "structured_output": False,
+                                     "max_input_tokens": self.n_ctx, "image_inputs": False}
                 kwargs.update(self._chat_kwargs)
                 self._chat = ChatHPC(**kwargs)
             except BaseException:

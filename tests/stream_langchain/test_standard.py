@@ -4,7 +4,7 @@ Capability flags are set by what the embedded local tier measurably does: Qwen2.
 Instruct run in-process by llama.cpp with its GGUF's own chat template, which renders tools;
 ``ChatLlamaCpp`` parses the calls from the answer and enforces a forced ``tool_choice`` with a
 JSON-schema grammar. Measured on 12 prompts with ``tool_choice="auto"`` at temperature 0
-(``python -m benchmarks.models``, ``tool_calling``): 10 of 10 tool questions got the right call
+(``python -m benchmarks.models --tools-only``): 10 of 10 tool questions got the right call
 with the right arguments; of two questions that need no tool, one was answered in text and one
 ("What is the capital of France?" with only a weather tool bound) got a needless weather call.
 So tool calling and tool choice are on and run here for real.

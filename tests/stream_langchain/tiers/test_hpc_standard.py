@@ -1,9 +1,16 @@
 """LangChain's standard test suites against ChatHPC over a real relay, executor and backend.
 
-Flags are honest for this backend: llama.cpp's server with the bundled Gemma 3 270M *base*
-model (gemma chat format) cannot call tools, produce structured output or read images.
-ChatHPC passes tools and tool-call deltas through (``bind_tools``; see test_hpc.py), so they
-work against a vLLM with a tool parser; here they are switched off rather than faked.
+The backend here is llama.cpp's server with the bundled Gemma 3 270M *base* model (fast; the
+suite checks the HPC path, not answers), which cannot call tools or produce structured output.
+Flags are off for that reason, and they would stay off with the embedded HPC stand-in's real
+model: Qwen2.5-Coder-1.5B-Instruct behind llama.cpp's server with ``chatml-function-calling``
+(the server's only tool-call parser) called the right tool for 5 of 10 tool questions with
+``tool_choice="auto"`` (empty answers otherwise), and the server rejects ``tool_choice="any"``
+/``"required"`` (llama-cpp-python 0.3.x asserts ``"auto"``); only a tool forced by name worked
+(2 of 2). ChatHPC passes tools and tool-call deltas through (``bind_tools``; see
+test_hpc.py and test_hpc_tools.py), so they work against a vLLM with a tool parser. The same
+1.5B model called tools 10 of 10 times in-process through its own chat template (see
+test_llama_tools.py), which llama.cpp's server does not parse.
 """
 
 from __future__ import annotations
