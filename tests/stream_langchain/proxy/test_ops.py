@@ -117,3 +117,18 @@ def test_graceful_shutdown_deadline_cuts_long_streams(store: Store,
     time.sleep(0.2)
     assert model.generated == at < 2000
 
+
+
+def test_accepted_connections_have_tcp_nodelay(serve: ServeFn) -> None:
+    """Server-side sockets have TCP_NODELAY (else Nagle + delayed ACK stall every response
+    by ~40 ms): the listening socket is created as TCP so asyncio sets it."""
+    import socket
+
+    server = serve(make_chat())
+    with httpx.Client() as client:
+        assert client.get(server.url + "/health").status_code == 200
+        conns = list(server.server.server_state.connections)
+        assert conns
+        for conn in conns:
+            sock = conn.transport.get_extra_info("socket")  # type: ignore[attr-defined]
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
