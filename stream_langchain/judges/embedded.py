@@ -8,7 +8,7 @@ views of the query:
   notation, question form, reasoning verbs such as *prove*, *design*, *explain*, *calculate*);
 - **static embeddings**: the mean of per-wordpiece vectors distilled from all-MiniLM-L6-v2
   (each vocabulary entry run through the transformer alone, centred, reduced by PCA and stored
-  as int8), tokenized by the pure-Python WordPiece tokenizer below;
+  as int8), tokenized by BERT's WordPiece (Hugging Face ``tokenizers``);
 - **hashed n-grams**: word uni/bi-grams and character 2-5-grams hashed (CRC-32) into a fixed
   number of buckets, TF-IDF weighted.
 
@@ -36,7 +36,6 @@ import json
 import math
 import re
 import threading
-import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -71,22 +70,8 @@ _FORMAT = "stream-embedded-judge/1"
 # --------------------------------------------------------------------------- WordPiece
 
 
-def _is_punct(ch: str) -> bool:
-    cp = ord(ch)
-    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
-        return True
-    return unicodedata.category(ch).startswith("P")
-
-
-def _is_cjk(cp: int) -> bool:
-    return (
-        0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF
-        or 0x2A700 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF or 0x2F800 <= cp <= 0x2FA1F
-    )
-
-
 class WordPiece:
-    """BERT's uncased WordPiece tokenizer, in pure Python (no ``tokenizers`` needed).
+    """BERT's uncased WordPiece tokenizer over ``vocab`` (Hugging Face ``tokenizers``).
 
     Lower-cases, strips accents, splits on whitespace and punctuation, isolates CJK
     characters, then splits each word greedily into the longest vocabulary pieces
@@ -95,65 +80,38 @@ class WordPiece:
     Args:
         vocab: the vocabulary, one piece per id.
         max_word_chars: longer words become ``[UNK]`` without being split.
+        max_len: with a value, ``[CLS] ... [SEP]`` are added and the result is truncated to
+            ``max_len`` ids (the encoder's input); without, only the pieces are returned.
+
+    Raises:
+        ValueError: the vocabulary lacks ``[UNK]`` (or, with ``max_len``, ``[CLS]``/``[SEP]``).
     """
 
-    def __init__(self, vocab: Sequence[str], *, max_word_chars: int = 100) -> None:
+    def __init__(self, vocab: Sequence[str], *, max_word_chars: int = 100,
+                 max_len: int | None = None) -> None:
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
         self.vocab = {tok: i for i, tok in enumerate(vocab)}
-        if "[UNK]" not in self.vocab:
-            raise ValueError("WordPiece vocabulary has no [UNK] entry")
+        needed = ["[UNK]"] + (["[CLS]", "[SEP]"] if max_len is not None else [])
+        missing = [t for t in needed if t not in self.vocab]
+        if missing:
+            raise ValueError(f"WordPiece vocabulary has no {', '.join(missing)} entry")
         self.unk_id = self.vocab["[UNK]"]
-        self.max_word_chars = max_word_chars
-
-    def _basic(self, text: str) -> list[str]:
-        out: list[str] = []
-        cur: list[str] = []
-        text = unicodedata.normalize("NFD", text.lower())
-        for ch in text:
-            cp = ord(ch)
-            if cp == 0 or cp == 0xFFFD or unicodedata.category(ch) == "Mn":
-                continue
-            if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"):
-                if cur:
-                    out.append("".join(cur))
-                    cur = []
-                continue
-            if _is_punct(ch) or _is_cjk(cp):
-                if cur:
-                    out.append("".join(cur))
-                    cur = []
-                out.append(ch)
-                continue
-            cur.append(ch)
-        if cur:
-            out.append("".join(cur))
-        return out
-
-    def _pieces(self, word: str) -> list[int]:
-        if len(word) > self.max_word_chars:
-            return [self.unk_id]
-        ids: list[int] = []
-        start = 0
-        while start < len(word):
-            end = len(word)
-            found = -1
-            while start < end:
-                sub = word[start:end] if start == 0 else "##" + word[start:end]
-                found = self.vocab.get(sub, -1)
-                if found >= 0:
-                    break
-                end -= 1
-            if found < 0:
-                return [self.unk_id]
-            ids.append(found)
-            start = end
-        return ids
+        tok = Tokenizer(models.WordPiece(self.vocab, unk_token="[UNK]",  # noqa: S106
+                                         max_input_chars_per_word=max_word_chars))
+        tok.normalizer = normalizers.BertNormalizer(
+            clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=True)
+        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        if max_len is not None:
+            tok.post_processor = processors.TemplateProcessing(
+                single="[CLS] $A [SEP]",
+                special_tokens=[("[CLS]", self.vocab["[CLS]"]), ("[SEP]", self.vocab["[SEP]"])])
+            tok.enable_truncation(max_length=max_len)
+        self.tokenizer = tok
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text`` (no ``[CLS]``/``[SEP]``)."""
-        ids: list[int] = []
-        for word in self._basic(text):
-            ids.extend(self._pieces(word))
-        return ids
+        """Token ids of ``text`` (``[CLS]``/``[SEP]`` only when built with ``max_len``)."""
+        return list(self.tokenizer.encode(text).ids)
 
 
 # --------------------------------------------------------------------------- features
