@@ -7,7 +7,8 @@ Everything on this machine; the proxy is real uvicorn on a loopback port in this
    a streamed request through the proxy (HTTP request -> first SSE content chunk; the proxy in
    its own process, as deployed) minus the TTFT of the same ChatStream called in process
    (``astream`` -> first content chunk). For scale, a bare ``GET /health`` round trip to the
-   same server (what any HTTP hop costs on this machine) is reported next to it.
+   same server (what any HTTP hop costs on this machine) is reported next to it, and the
+   app's own share is measured by calling the ASGI app in process (no sockets, no client).
    Sub-models: ``instant`` (streams a fixed reply at once: isolates the proxy's own cost)
    and ``llamacpp`` (the embedded model, KV cache reset before each call; ``--llama-runs``).
    Goal: p50 <= 1 ms for ``instant`` (LiteLLM documents 2-12 ms medians).
@@ -176,6 +177,75 @@ def added_ttft(kind: str, store: Store, db: str, runs: int) -> dict[str, Any]:
             "samples": {"in_process": direct, "proxy": proxied}}
 
 
+def asgi_added_ttft(store: Store, runs: int) -> dict[str, Any]:
+    """The app's own share: the same pairs, but the proxy called as an ASGI app in this
+    process (no sockets, no HTTP parsing, no client, no cross-process scheduling)."""
+    chat = ChatStream(local=sub_model("instant"), judge=KeywordJudge())
+    app = create_app(chat, store=store, config=BIG)
+    key = KeyRing(store).create("bench-asgi")[0]
+
+    async def via(text: str) -> float:
+        body = json.dumps({"model": "stream", "stream": True,
+                           "messages": [{"role": "user", "content": text}]}).encode()
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                 "http_version": "1.1", "method": "POST", "scheme": "http",
+                 "path": "/v1/chat/completions", "raw_path": b"/v1/chat/completions",
+                 "query_string": b"", "root_path": "", "client": ("127.0.0.1", 1),
+                 "server": ("127.0.0.1", 80), "state": {},
+                 "headers": [(b"authorization", f"Bearer {key}".encode()),
+                             (b"content-type", b"application/json"),
+                             (b"content-length", str(len(body)).encode())]}
+        state = {"sent": False, "ttft": None}
+        done = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            if not state["sent"]:
+                state["sent"] = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        t0 = time.perf_counter()
+
+        async def send(msg: dict[str, Any]) -> None:
+            if msg["type"] == "http.response.body":
+                if state["ttft"] is None and b'"content"' in msg.get("body", b""):
+                    state["ttft"] = (time.perf_counter() - t0) * 1000.0
+                if not msg.get("more_body"):
+                    done.set()
+
+        await app(scope, receive, send)
+        assert state["ttft"] is not None
+        return float(state["ttft"])
+
+    async def direct(text: str) -> float:
+        t0 = time.perf_counter()
+        async for chunk in chat.astream([HumanMessage(text)]):
+            if chunk.content:
+                return (time.perf_counter() - t0) * 1000.0
+        raise RuntimeError("no token")
+
+    async def run() -> tuple[list[float], list[float]]:
+        for i in range(10):
+            await via("warm " + query(i))
+            await direct("warm " + query(i))
+        d, p = [], []
+        for i in range(runs):
+            if i % 2 == 0:
+                d.append(await direct(query(i)))
+                p.append(await via(query(i)))
+            else:
+                p.append(await via(query(i)))
+                d.append(await direct(query(i)))
+        return d, p
+
+    d, p = asyncio.run(run())
+    return {"sub_model": "instant (ASGI app, in process)", "runs": runs,
+            "in_process_ttft_ms": summary(d), "proxy_ttft_ms": summary(p),
+            "added_ttft_ms": summary([b - a for a, b in zip(d, p, strict=True)]),
+            "samples": {"in_process": d, "proxy": p}}
+
+
 async def _one_client(client: httpx.AsyncClient, url: str, headers: dict[str, str],
                       i: int) -> float:
     body = {"model": "stream", "messages": [{"role": "user", "content": query(i)}],
@@ -313,7 +383,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.boxplot([res["samples"]["in_process"], res["samples"]["proxy"]], showfliers=False)
         ax.set_xticks([1, 2], ["in process", "through proxy"])
         ax.set_ylabel("TTFT (ms)")
-        ax.set_title(f"{res['sub_model']}: added p50 {res['added_ttft_ms']['p50']:.2f} ms")
+        ax.set_title(f"{res['sub_model']}: added p50 {res['added_ttft_ms']['p50']:.2f} ms",
+                     fontsize=9)
     conc = report["concurrency"]
     ax = axes[len(ttft)]
     ax.hist(conc["samples"], bins=30)
@@ -346,7 +417,7 @@ def main() -> None:
     db = f"sqlite:///{tmp.name}/bench.db"
     store = Store(db)
     try:
-        results = [added_ttft("instant", store, db, args.runs)]
+        results = [added_ttft("instant", store, db, args.runs), asgi_added_ttft(store, args.runs)]
         if args.llama_runs:
             results.append(added_ttft("llamacpp", store, db, args.llama_runs))
         conc = concurrency(store, db, args.clients)
@@ -370,8 +441,9 @@ def main() -> None:
         a = r["added_ttft_ms"]
         print(f"{r['sub_model']:>18}: in-process p50 {r['in_process_ttft_ms']['p50']:.2f} ms, "
               f"proxy p50 {r['proxy_ttft_ms']['p50']:.2f} ms, added p50 {a['p50']:.2f} ms "
-              f"p95 {a['p95']:.2f} ms (bare HTTP round trip p50 "
-              f"{r['http_round_trip_ms']['p50']:.2f} ms)")
+              f"p95 {a['p95']:.2f} ms" + (f" (bare HTTP round trip p50 "
+                                          f"{r['http_round_trip_ms']['p50']:.2f} ms)"
+                                          if "http_round_trip_ms" in r else ""))
     t = conc["ttft_ms"] or {"p50": float("nan"), "p95": float("nan")}
     print(f"{conc['clients']} concurrent streams: {conc['failed']} failed, TTFT p50 "
           f"{t['p50']:.1f} ms p95 {t['p95']:.1f} ms, wall {conc['wall_s']:.2f} s")
