@@ -83,3 +83,13 @@ class TestChatStreamIntegration(_Flags, ChatModelIntegrationTests):
                        "style 'tool_use' content part is refused before any tier sees it")
     def test_tool_message_histories_list_content(self, model: Any, my_adder_tool: Any) -> None:
         super().test_tool_message_histories_list_content(model, my_adder_tool)
+
+    def test_agent_loop(self, model: Any) -> None:
+        """The agent loop passes with plain messages; with ``output_version="v1"`` the tool
+        call comes back as a ``tool_call`` content block, which ChatStream (text content
+        only) refuses in the next turn's history: pinned here until ChatStream takes it."""
+        if getattr(model, "output_version", None) != "v1":
+            super().test_agent_loop(model)
+            return
+        with pytest.raises(ValueError, match="content part of type 'tool_call'"):
+            super().test_agent_loop(model)
