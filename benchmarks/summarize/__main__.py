@@ -201,6 +201,9 @@ def recall(conv_results: list[dict[str, Any]], local: Any, full_model: Any,
                     f = fitter if arm == "summarized" else truncator
                     context = f.fit_detailed(msgs, budget_tokens=budget, tier="local").messages
                     model = local
+                    if arm == "summarized":  # what the model was given, to judge misses
+                        row["summary"] = next((str(m.content) for m in context
+                                               if m.id == "stream-summary"), None)
                 if context is None:
                     row[arm] = None
                     continue
