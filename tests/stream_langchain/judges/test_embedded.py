@@ -228,3 +228,16 @@ def test_training_script_writes_a_loadable_artifact(tmp_path: Path) -> None:
     assert report["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert report["n_train"] == 150
     assert EmbeddedJudge(out).judge("hello").probs is not None
+
+
+def test_leave_one_domain_out_holds_each_domain_out_of_its_own_model() -> None:
+    """group_by='domain' makes one fold per domain, each scored by a model trained without it."""
+    pytest.importorskip("sklearn")
+    from stream_langchain.judges.evaluate import cross_validate_embedded
+
+    rows = load_queries(DATA, require_labels=True)
+    doms = sorted({r["domain"] for r in rows})[:3]
+    sub = [r for r in rows if r["domain"] in doms][::4]
+    m = cross_validate_embedded(sub, group_by="domain", progress=False)
+    assert m["fold_names"] == doms and len(m["per_fold_accuracy"]) == 3
+    assert len(m["_predictions"]) == len(sub) and all(m["_predictions"])
