@@ -2,7 +2,7 @@
 
 Each writes JSON (and a PNG) under ``benchmarks/<name>/results/``. Run one alone with
 ``python -m benchmarks.<name>``: ``router_overhead``, ``relay``, ``hpc_ttft``, ``judge``,
-``summarize``, ``proxy``.
+``models``, ``summarize``, ``proxy``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ["router_overhead", "relay", "judge", "hpc_ttft", "summarize", "proxy"]
+BENCHMARKS = ["router_overhead", "relay", "judge", "hpc_ttft", "models", "summarize", "proxy"]
 
 
 def main() -> int:

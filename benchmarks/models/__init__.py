@@ -1,0 +1,1 @@
+"""Install cost and speed of the embedded models (see ``__main__``)."""
