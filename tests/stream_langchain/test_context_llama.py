@@ -1,0 +1,92 @@
+"""Summarization with the real in-process model writing the summaries (whatever
+``ChatLlamaCpp()`` loads by default: the instruction-tuned Qwen2.5 0.5B once it is the default).
+
+One 40-turn conversation, replayed turn by turn as a stateless client sends it: simple probes
+stay on the local tier (an HPC tier is there to escalate to), the summarizer's work per turn
+does not grow with the history, and a fact planted in the first turn is still in the summary.
+"""
+
+from __future__ import annotations
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from stream_langchain import ChatStream
+from stream_langchain.context import SUMMARY_HEADER, SummarizingFitter, model_counter
+from tests.stream_langchain.conftest import FixedJudge
+from tests.stream_langchain.context_helpers import ANSWER, FILLER
+
+# Real summaries on a shared 2-core CPU: minutes, not seconds.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
+
+PROBES = (10, 20, 30, 40)
+
+
+@pytest.fixture(scope="module")
+def default_local() -> BaseChatModel:
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp
+
+    return ChatLlamaCpp(max_tokens=8, temperature=0.0)
+
+
+def test_forty_turns_stay_local_with_flat_summarizer_work(
+        default_local: BaseChatModel, hpc_model: BaseChatModel) -> None:
+    """Probes at turns 10/20/30/40 are answered locally; each summarizer call's input stays
+    bounded (no call sends the whole history); the summary keeps the planted code name."""
+    fitter = SummarizingFitter(default_local, summary_tokens=96,
+                               counters={"local": model_counter(default_local)})
+    llm = ChatStream(local=default_local, hpc=hpc_model, judge=FixedJudge("LOW"),
+                     summarizer=fitter, context_windows={"local": 1024})  # half: cheaper
+    budget = llm._budget_tokens("local")
+    history: list[BaseMessage] = [SystemMessage("You are a helpful assistant.")]
+    calls: list[tuple[int, int, int]] = []  # (turn, calls, input tokens)
+    records = {}
+    for turn in range(1, 41):
+        if turn == 1:
+            user, reply = "Our project is code-named Bluefin.", "Bluefin, noted."
+        elif turn in PROBES:
+            user, reply = "What is 2 + 2?", "4"
+        else:
+            user, reply = f"({turn}) {FILLER}", f"({turn}) {ANSWER}"
+        history = [*history, HumanMessage(user)]
+        if turn in PROBES:
+            rec = llm.invoke(history).response_metadata["stream"]
+            records[turn] = rec
+            calls.append((turn, rec.get("summarizer_calls", 0),
+                          rec.get("summarizer_input_tokens", 0)))
+        else:
+            fitted = fitter.fit_detailed(history, budget_tokens=budget, tier="local")
+            assert fitted.fits and not fitted.fallback_truncated, fitted.error
+            calls.append((turn, fitted.summarizer_calls, fitted.summarizer_input_tokens))
+        history = [*history, AIMessage(reply)]
+
+    assert all(records[t]["tier"] == "local" for t in PROBES), records
+    assert records[40]["summarized"] is True
+    assert records[40]["context_tokens_before"] > budget  # it would not fit unsummarized
+    made = [(t, n) for t, c, n in calls if c]
+    assert made, "the history outgrew the local window, so something was summarized"
+    history_tokens = model_counter(default_local)(history)
+    assert history_tokens > 2 * budget
+    assert all(n <= c * budget for _, c, n in calls)  # never the whole history
+    assert max(c for _, c, _ in calls) == 1 and sum(c for _, c, _ in calls) <= 8
+
+    summary = fitter.fit_detailed(history[:-1], budget_tokens=budget, tier="local").messages[1]
+    assert str(summary.content).startswith(SUMMARY_HEADER)
+    assert "bluefin" in str(summary.content).lower()
+
+
+def test_a_long_conversation_no_longer_fails_inside_llama_cpp(
+        default_local: BaseChatModel) -> None:
+    """The issue's failure ('Requested tokens exceed context window of 2048'): with the
+    default fitter the same conversation is summarized and answered; the window comes from
+    the model's n_ctx, nothing configured."""
+    msgs: list[BaseMessage] = [SystemMessage("Be brief.")]
+    for i in range(30):
+        msgs += [HumanMessage(f"({i}) {FILLER}"), AIMessage(f"({i}) {ANSWER}")]
+    msgs.append(HumanMessage("What is 2 + 2?"))
+    llm = ChatStream(local=default_local, judge=FixedJudge("LOW"))
+    rec = llm.invoke(msgs).response_metadata["stream"]
+    assert rec["tier"] == "local" and rec["fallbacks"] == []
+    assert rec["context_tokens_before"] > 2048 > rec["context_tokens_after"]
+    assert rec["summarized"] or rec["fallback_truncated"]
