@@ -24,7 +24,7 @@ import uuid
 from typing import Any
 
 from langchain_core.messages import AIMessageChunk
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from stream_langchain.proxy.errors import APIError
 from stream_langchain.proxy.schema import (
@@ -32,6 +32,7 @@ from stream_langchain.proxy.schema import (
     ChunkWriter,
     MessageLimits,
     parse_chat_request,
+    validate_body,
 )
 
 __all__ = ["ResponsesEncoder", "ResponsesRequest", "parse_responses_request"]
@@ -113,19 +114,7 @@ def parse_responses_request(body: bytes, *, limits: MessageLimits) -> ChatReques
     Raises:
         APIError: 400 (not JSON, unsupported parameters or items), 413, 422.
     """
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object", code="invalid_json")
-    try:
-        req = ResponsesRequest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(p) for p in err["loc"])
-        raise APIError(422, f"{param}: {err['msg']}", param=param or None,
-                       code="invalid_value") from None
+    req = validate_body(body, ResponsesRequest)
     unsupported = sorted(k for k, v in (req.model_extra or {}).items() if v is not None)
     if req.store:
         unsupported.append("store=True (the proxy keeps no responses)")

@@ -20,7 +20,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.messages import (
     AIMessage,
@@ -102,6 +102,30 @@ class ChatRequest:
     include_usage: bool
     stop: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_Body = TypeVar("_Body", bound=BaseModel)
+
+
+def validate_body(body: bytes, model: type[_Body]) -> _Body:
+    """Parse a JSON object body into ``model`` (shared by both wire formats).
+
+    Raises:
+        APIError: 400 when the body is not a JSON object, 422 naming the first bad field.
+    """
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise APIError(400, "request body must be a JSON object", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = _param_of(tuple(err["loc"]))
+        raise APIError(422, f"{param}: {err['msg']}", param=param or None,
+                       code="invalid_value") from None
 
 
 def _param_of(loc: tuple[Any, ...]) -> str:
@@ -208,19 +232,7 @@ def parse_chat_request(body: bytes, *, limits: MessageLimits) -> ChatRequest:
         APIError: 400 (not JSON, unsupported or conflicting parameters, bad messages),
             413 (a message limit), 422 (a field of the wrong type or out of range).
     """
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise APIError(400, f"request body is not valid JSON: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise APIError(400, "request body must be a JSON object", code="invalid_json")
-    try:
-        req = ChatCompletionRequest.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        param = _param_of(tuple(err["loc"]))
-        raise APIError(422, f"{param}: {err['msg']}", param=param or None,
-                       code="invalid_value") from None
+    req = validate_body(body, ChatCompletionRequest)
     extra = dict(req.model_extra or {})
     unsupported = sorted(k for k, v in extra.items() if v is not None and k not in _IGNORED)
     for name, neutral in _NEUTRAL.items():
