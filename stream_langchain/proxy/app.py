@@ -61,6 +61,7 @@ from stream_langchain.proxy.schema import (
 )
 from stream_langchain.proxy.sse import SSEResponse, sse_data, sse_error
 from stream_langchain.proxy.usage import Store, UsageRow
+from stream_langchain.routing import CapabilityError
 
 __all__ = ["ProxyConfig", "create_app"]
 
@@ -71,7 +72,7 @@ MODEL_PREFIX = "stream"
 # Routing-record fields published in ``x-stream-route`` and the ``stream`` field.
 _PUBLIC = ("tier", "model", "complexity", "judged_complexity", "confidence", "judge",
            "judge_ms", "ttft_ms", "total_ms", "summarized", "context_tokens", "fallbacks",
-           "failover", "tiers", "skipped", "override", "usage", "usage_estimated",
+           "failover", "tiers", "skipped", "override", "needs", "usage", "usage_estimated",
            "cloud_cost_usd", "hpc_mode", "hpc_fallback_reason", "hpc_queue_ms")
 
 
@@ -84,8 +85,9 @@ class ProxyConfig:
     """Per-identity requests/min, tokens/min, concurrent requests (keys may override)."""
     messages: MessageLimits = field(default_factory=MessageLimits)
     """Messages per request and characters per message."""
-    max_body_bytes: int = 4 * 1024 * 1024
-    """Largest request body accepted (413 past it)."""
+    max_body_bytes: int = 20 * 1024 * 1024
+    """Largest request body accepted (413 past it). Images travel inline as base64, a third
+    larger than the file: 20 MiB takes a 10 MiB photo with room for the conversation."""
     # Timeouts
     key_cache_s: float = 5.0
     """How long a verified key is trusted without reading the database."""
@@ -301,7 +303,7 @@ class _Proxy:
                     enc: Encoder) -> Response:
         """Route ``req`` through the ChatStream and answer in ``enc``'s format."""
         tier = self.tier_for(req.model)
-        estimate = count_tokens(req.messages)
+        estimate = count_tokens(req.messages, image_tokens=self.chat.image_tokens)
         permit = self.limiter.admit(ident.name, tokens=estimate, rpm=ident.rpm, tpm=ident.tpm,
                                     max_concurrent=ident.max_concurrent)
         call = _Call(ident, req, permit, estimate)
@@ -387,6 +389,10 @@ class _Proxy:
             self.metrics.cancelled.inc()
             return APIError(499, "the client closed the request; generation was cancelled",
                             code="client_closed")
+        if isinstance(exc, CapabilityError):  # before ValueError: its own code and field
+            tools = exc.capability == "tool calling"
+            return APIError(400, str(exc), param="tools" if tools else "messages",
+                            code="tools_unsupported" if tools else "unsupported_capability")
         if isinstance(exc, AllTiersFailed):
             errors = [e["error"] for e in exc.errors]
             if errors and all("does not support tool calling" in e for e in errors):
@@ -458,6 +464,19 @@ def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
+_PART_SCHEMA: dict[str, Any] = {"anyOf": [
+    {"type": "object", "required": ["type", "text"],
+     "properties": {"type": {"const": "text"}, "text": {"type": "string"}}},
+    {"type": "object", "required": ["type", "image_url"],
+     "properties": {"type": {"const": "image_url"},
+                    "image_url": {"type": "object", "required": ["url"], "properties": {
+                        "url": {"type": "string", "description": "data:image/<type>;base64,"
+                                                                 "... or http(s)://..."},
+                        "detail": {"enum": ["auto", "low", "high"]}}}}},
+]}
+"""Content parts: text, and images in user messages (they go only to tiers that take them)."""
+
+
 def _openapi_body(models: list[str]) -> dict[str, Any]:
     """The published request schema: the served models as an enum, no other parameters (the
     server answers any other one with a 400 naming it)."""
@@ -469,7 +488,8 @@ def _openapi_body(models: list[str]) -> dict[str, Any]:
         "type": "object", "required": ["role"],
         "properties": {"role": {"type": "string",
                                 "enum": ["system", "developer", "user", "assistant", "tool"]},
-                       "content": {"type": "string"},
+                       "content": {"anyOf": [{"type": "string"},
+                                             {"type": "array", "items": _PART_SCHEMA}]},
                        "tool_call_id": {"type": "string"}}}
     return {"requestBody": {"required": True,
                             "content": {"application/json": {"schema": schema}}}}
@@ -564,12 +584,14 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
 
     @app.post("/v1/chat/completions", openapi_extra=_openapi_body(list(proxy.models)))
     async def chat_completions(request: Request) -> Response:
-        """OpenAI chat completions, streaming (SSE) or not, routed by STREAM."""
+        """OpenAI chat completions, streaming (SSE) or not, routed by STREAM (user messages
+        may carry images: they go only to tiers that take them, else 400)."""
         return await proxy.chat_completions(request)
 
     @app.post("/v1/responses", openapi_extra=_responses_body(list(proxy.models)))
     async def responses(request: Request) -> Response:
-        """OpenAI Responses API (text in and out, streaming events, function tools)."""
+        """OpenAI Responses API (text and images in, text out, streaming events, function
+        tools)."""
         return await proxy.responses(request)
 
     @app.get("/v1/admin/usage")

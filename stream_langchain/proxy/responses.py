@@ -1,13 +1,14 @@
-"""The OpenAI Responses API over the same engine: text in and out, streaming events, function
-tools.
+"""The OpenAI Responses API over the same engine: text and images in, text out, streaming
+events, function tools.
 
 A Responses request is translated to the chat-completions form (``instructions`` -> a system
-message, ``input`` items -> messages, ``function_call`` / ``function_call_output`` items ->
-assistant tool calls and tool messages, function tools -> chat tools) and validated by the
-same rules; the answer is sent as a ``response`` object or as the typed event stream
-(``response.created``, ``response.output_item.added``, ``response.output_text.delta``, ...,
-``response.completed``). Nothing is stored: ``previous_response_id`` and ``store: true`` are
-refused with a 400 that says so.
+message, ``input`` items -> messages, ``input_image`` parts -> ``image_url`` parts,
+``function_call`` / ``function_call_output`` items -> assistant tool calls and tool messages,
+function tools -> chat tools) and validated by the same rules; the answer is sent as a
+``response`` object or as the typed event stream (``response.created``,
+``response.output_item.added``, ``response.output_text.delta``, ..., ``response.completed``).
+Nothing is stored: ``previous_response_id`` and ``store: true`` are refused with a 400 that
+says so.
 
 Example:
     >>> req = parse_responses_request(b'{"model": "stream", "input": "hi", '
@@ -31,6 +32,7 @@ from stream_langchain.proxy.schema import (
     ChatRequest,
     ChunkWriter,
     MessageLimits,
+    image_part,
     parse_chat_request,
     validate_body,
 )
@@ -60,7 +62,9 @@ class ResponsesRequest(BaseModel):
     user: str | None = None
 
 
-def _parts_text(content: Any, i: int) -> Any:
+def _parts(content: Any, i: int, role: Any) -> Any:
+    """A message item's content in chat-completions form: text parts, and (user turns)
+    ``input_image`` parts as ``image_url`` parts."""
     if isinstance(content, str) or content is None:
         return content or ""
     if not isinstance(content, list):
@@ -68,13 +72,27 @@ def _parts_text(content: Any, i: int) -> Any:
                        param=f"input[{i}].content", code="invalid_content")
     out = []
     for j, part in enumerate(content):
+        at = f"input[{i}].content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
-        if kind not in ("input_text", "output_text", "text") or not isinstance(
-                part.get("text"), str):
-            raise APIError(400, f"input[{i}].content[{j}] has type {kind!r}; STREAM routes "
-                                "text only (input_text, output_text)",
-                           param=f"input[{i}].content[{j}].type", code="unsupported_content")
-        out.append({"type": "text", "text": part["text"]})
+        if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+            out.append({"type": "text", "text": part["text"]})
+        elif kind == "input_image" and role == "user":
+            if part.get("file_id") is not None:
+                raise APIError(400, f"{at}.file_id: STREAM keeps no files; send the image "
+                                    "inline as image_url 'data:image/<type>;base64,...' or "
+                                    "by http(s) URL", param=f"{at}.file_id",
+                               code="unsupported_content")
+            out.append(image_part(part.get("image_url"), part.get("detail"),
+                                  url_param=f"{at}.image_url", detail_param=f"{at}.detail"))
+        elif kind == "input_image":
+            raise APIError(400, f"{at} is an image in a {role!r} message; images are accepted "
+                                "in 'user' messages only", param=f"{at}.type",
+                           code="unsupported_content")
+        else:
+            supported = "input_text, input_image" if role == "user" else "input_text, output_text"
+            raise APIError(400, f"{at} has type {kind!r}, which STREAM does not support here "
+                                f"(supported: {supported})", param=f"{at}.type",
+                           code="unsupported_content")
     return out
 
 
@@ -88,8 +106,8 @@ def _messages(req: ResponsesRequest) -> list[dict[str, Any]]:
     for i, item in enumerate(req.input):
         kind = item.get("type", "message")
         if kind == "message":
-            msgs.append({"role": item.get("role"), "content": _parts_text(item.get("content"),
-                                                                          i)})
+            role = item.get("role")
+            msgs.append({"role": role, "content": _parts(item.get("content"), i, role)})
         elif kind == "function_call":
             call = {"id": item.get("call_id"), "type": "function",
                     "function": {"name": item.get("name"), "arguments": item.get("arguments")}}

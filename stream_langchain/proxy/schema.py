@@ -3,8 +3,10 @@
 Pure functions, no I/O. :func:`parse_chat_request` turns a JSON body into LangChain messages
 and the keyword arguments ``ChatStream.astream`` takes, refusing what cannot be honoured with
 an :class:`~stream_langchain.proxy.errors.APIError` that names the parameter (never a silent
-drop). :class:`ChunkWriter` turns ``AIMessageChunk``s into ``chat.completion.chunk`` dicts and
-remembers what it emitted for the final response and the usage record.
+drop). User turns may carry ``image_url`` parts (inline ``data:`` URLs or http(s) addresses),
+checked by :func:`image_part` and passed on as-is; ChatStream sends them only to tiers that
+take images. :class:`ChunkWriter` turns ``AIMessageChunk``s into ``chat.completion.chunk``
+dicts and remembers what it emitted for the final response and the usage record.
 
 Example:
     >>> req = parse_chat_request(b'{"model": "stream", "messages": '
@@ -32,6 +34,7 @@ from langchain_core.messages import (
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from stream_langchain.capabilities import check_image_part
 from stream_langchain.proxy.errors import APIError
 
 __all__ = [
@@ -40,6 +43,7 @@ __all__ = [
     "ChunkWriter",
     "MessageLimits",
     "completion_body",
+    "image_part",
     "parse_chat_request",
     "usage_body",
 ]
@@ -135,7 +139,48 @@ def _param_of(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _text(content: Any, i: int, role: str) -> Any:
+_DETAILS = ("auto", "low", "high")
+_IMAGE_KEYS = frozenset({"url", "detail"})
+
+
+def image_part(url: Any, detail: Any, *, url_param: str,
+               detail_param: str) -> dict[str, Any]:
+    """One validated image as the OpenAI ``image_url`` content part ChatStream takes as-is.
+
+    ``url`` is a ``data:image/<type>;base64,...`` URL or an ``http(s)://`` address; ``detail``
+    is ``None`` or one of ``auto``, ``low``, ``high``. ``url_param`` and ``detail_param`` name
+    those fields in the request, for the error (``messages[0].content[1].image_url.url``).
+
+    Raises:
+        APIError: 400 ``invalid_image`` naming the field and what is wrong.
+
+    Example:
+        >>> image_part("https://example.com/cat.png", "low", url_param="u", detail_param="d")
+        {'type': 'image_url', 'image_url': {'url': 'https://example.com/cat.png', 'detail': 'low'}}
+        >>> image_part("data:image/png;base64,!!", None,
+        ...            url_param="messages[0].content[1].image_url.url", detail_param="d")
+        Traceback (most recent call last):
+        ...
+        stream_langchain.proxy.errors.APIError: messages[0].content[1].image_url.url: image data
+        is not valid base64 ...
+    """
+    try:
+        check_image_part({"type": "image_url", "image_url": {"url": url}}, url_param)
+    except ValueError as exc:
+        raise APIError(400, str(exc), param=url_param, code="invalid_image") from None
+    image: dict[str, Any] = {"url": url}
+    if detail is not None:
+        if detail not in _DETAILS:
+            raise APIError(400, f"{detail_param} is {detail!r}; expected one of "
+                                + ", ".join(_DETAILS), param=detail_param,
+                           code="invalid_image")
+        image["detail"] = detail
+    return {"type": "image_url", "image_url": image}
+
+
+def _content(content: Any, i: int, role: str) -> Any:
+    """A message's content as ChatStream takes it: a string, or (user and assistant turns)
+    text and, in user turns, image parts."""
     if content is None:
         return ""
     if isinstance(content, str):
@@ -144,15 +189,43 @@ def _text(content: Any, i: int, role: str) -> Any:
         raise APIError(400, f"messages[{i}].content must be a string or a list of content "
                             f"parts, not {type(content).__name__}",
                        param=f"messages[{i}].content", code="invalid_content")
-    parts: list[Any] = []
+    parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise APIError(400, f"messages[{i}].content[{j}] has type {kind!r}; STREAM routes "
-                                "text only (supported content part type: 'text')",
-                           param=f"messages[{i}].content[{j}].type",
+        at = f"messages[{i}].content[{j}]"
+        if not isinstance(part, dict):
+            raise APIError(400, f"{at} must be an object with a 'type', not "
+                                f"{type(part).__name__}", param=at, code="invalid_content")
+        kind = part.get("type")
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise APIError(400, f"{at}.text must be a string", param=f"{at}.text",
+                               code="invalid_content")
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url" and role == "user":
+            image = part.get("image_url")
+            if not isinstance(image, dict):
+                raise APIError(400, f"{at}.image_url must be an object {{'url': ..., "
+                                    "'detail': 'auto' | 'low' | 'high'}",
+                               param=f"{at}.image_url", code="invalid_image")
+            unknown = sorted(set(image) - _IMAGE_KEYS)
+            if unknown:
+                raise APIError(400, f"{at}.image_url has unsupported field(s) "
+                                    + ", ".join(map(repr, unknown)) + " (supported: url, "
+                                    "detail)", param=f"{at}.image_url.{unknown[0]}",
+                               code="invalid_image")
+            parts.append(image_part(image.get("url"), image.get("detail"),
+                                    url_param=f"{at}.image_url.url",
+                                    detail_param=f"{at}.image_url.detail"))
+        elif kind == "image_url":
+            raise APIError(400, f"{at} is an image in a {role!r} message; images are "
+                                "accepted in 'user' messages only", param=f"{at}.type",
                            code="unsupported_content")
-        parts.append({"type": "text", "text": part["text"]})
+        else:
+            supported = "'text', 'image_url'" if role == "user" else "'text'"
+            raise APIError(400, f"{at} has type {kind!r}, which STREAM does not support in "
+                                f"{role!r} messages (supported content part types: "
+                                f"{supported})", param=f"{at}.type",
+                           code="unsupported_content")
     if role != "assistant" and role != "user":
         return "".join(p["text"] for p in parts)
     return parts
@@ -201,9 +274,9 @@ def to_langchain(messages: list[dict[str, Any]], limits: MessageLimits) -> list[
             raise APIError(400, f"messages[{i}].role is {role!r}; expected one of "
                                 + ", ".join(_ROLES), param=f"messages[{i}].role",
                            code="invalid_role")
-        content = _text(m.get("content"), i, role)
-        size = len(content) if isinstance(content, str) else sum(len(p["text"])
-                                                                   for p in content)
+        content = _content(m.get("content"), i, role)
+        size = len(content) if isinstance(content, str) else sum(
+            len(p["text"]) for p in content if p["type"] == "text")
         if size > limits.max_message_chars:
             raise APIError(413, f"messages[{i}] has {size} characters; the limit is "
                                 f"{limits.max_message_chars}", param=f"messages[{i}].content",

@@ -47,8 +47,11 @@ def assert_error(r: httpx.Response, status: int, code: str | None = None,
     ({"model": "stream", "messages": [{"role": "robot", "content": "x"}]}, "messages[0].role",
      "'robot'"),
     ({"model": "stream", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
-     "messages[0].content[0].type", "text only"),
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
+     "messages[0].content[0].type", "'input_audio', which STREAM does not support"),
+    ({"model": "stream", "messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "ftp://x/y.png"}}]}]},
+     "messages[0].content[0].image_url.url", "http(s)"),
     ({"model": "stream", "messages": [{"role": "tool", "content": "x"}]},
      "messages[0].tool_call_id", "tool_call_id"),
     ({"model": "stream", "messages": MSG, "max_tokens": 5, "max_completion_tokens": 6},
