@@ -21,11 +21,13 @@ from stream_langchain.judges import (
     KeywordJudge,
     LLMJudge,
 )
+from stream_langchain.routing import CapabilityError
 from stream_langchain.settings import Settings, SettingsError
 
 __all__ = [
     "AllTiersFailed",
     "CachedJudge",
+    "CapabilityError",
     "CascadeJudge",
     "ChatStream",
     "Complexity",

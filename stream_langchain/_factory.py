@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from langchain_core.language_models import BaseChatModel
 
+from stream_langchain.capabilities import tier_capabilities
 from stream_langchain.context import (
     LRUSummaryCache,
     SQLiteSummaryCache,
@@ -16,10 +17,19 @@ from stream_langchain.context import (
     model_counter,
 )
 from stream_langchain.judges import CachedJudge, FallbackJudge, Judge, KeywordJudge, LLMJudge
-from stream_langchain.settings import Settings, SettingsError
+from stream_langchain.settings import (
+    CloudSettings,
+    HPCSettings,
+    LocalSettings,
+    Settings,
+    SettingsError,
+)
 
 __all__ = ["build_cloud", "build_hpc", "build_judge", "build_local", "build_summarizer",
            "from_settings"]
+
+# Context windows when neither the settings nor the model's profile give one (the paper's).
+_DEFAULT_WINDOW = {"hpc": 65536, "cloud": 128000}
 
 ModelT = TypeVar("ModelT", bound=BaseChatModel)
 """The class to build (``ChatStream``): passed in, so nothing here imports the engine."""
@@ -115,8 +125,8 @@ def build_summarizer(s: Settings, tiers: Mapping[str, BaseChatModel | None],
     return SummarizingFitter(
         local, keep_turns={str(t): n for t, n in c.keep_turns.items()}, trigger=c.trigger,
         summary_tokens=c.summary_tokens, chunk_tokens=c.chunk_tokens, margin=c.token_margin,
-        timeout_s=c.timeout_s, cache=cache,
-        counters={t: model_counter(m, margin=c.token_margin)
+        timeout_s=c.timeout_s, cache=cache, image_tokens=c.image_tokens,
+        counters={t: model_counter(m, margin=c.token_margin, image_tokens=c.image_tokens)
                   for t, m in tiers.items() if m is not None})
 
 
@@ -167,11 +177,28 @@ def from_settings(
         "cooldown_s": s.routing.cooldown_s,
         "cloud_budget_usd": s.budget.cloud_usd,
         "prices": {m: p.model_dump() for m, p in s.budget.prices.items()},
-        "context_windows": {"local": s.local.context_window, "hpc": s.hpc.context_window,
-                            "cloud": s.cloud.context_window},
         "context_reserve": {"local": s.local.output_reserve, "hpc": s.hpc.output_reserve,
                             "cloud": s.cloud.output_reserve},
+        "image_tokens": s.context.image_tokens,
     }
+    sections: dict[str, LocalSettings | HPCSettings | CloudSettings] = {
+        "local": s.local, "hpc": s.hpc, "cloud": s.cloud}
+    windows: dict[str, int] = {"local": s.local.context_window}
+    capabilities: dict[str, dict[str, Any]] = {}
+    for tier in ("hpc", "cloud"):
+        model = kwargs[tier]
+        window = sections[tier].context_window
+        if window is not None:
+            windows[tier] = window
+        elif model is None or tier_capabilities(model).context_window is None:
+            windows[tier] = _DEFAULT_WINDOW[tier]
+    for tier, section in sections.items():
+        caps = {k: getattr(section, k) for k in ("vision", "tools")
+                if getattr(section, k) is not None}
+        if caps:
+            capabilities[tier] = caps
+    kwargs["context_windows"] = windows
+    kwargs["capabilities"] = capabilities
     if "summarizer" not in overrides:
         kwargs["summarizer"] = build_summarizer(s, {"local": local, **{
             t: kwargs[t] for t in ("hpc", "cloud") if kwargs[t] is not None}})

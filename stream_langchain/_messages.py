@@ -15,9 +15,14 @@ from langchain_core.messages import (
 __all__ = ["CONTINUE_PROMPT", "check_messages", "continuation", "latest_user_text",
            "to_openai_messages"]
 
-# Content part types every tier accepts. Image parts ("image_url", "image") are where
-# vision routing will plug in: today they are refused with a clear error.
+from stream_langchain.capabilities import IMAGE_PART_TYPES, check_image_part
+
+# Content part types ChatStream routes. Images go only to tiers that take them (routing);
+# an assistant turn's tool calls may also appear as content blocks (LangChain v1 "tool_call",
+# Anthropic-style "tool_use"): they duplicate ``AIMessage.tool_calls``, which tiers send.
 _TEXT_PARTS = frozenset({"text"})
+_TOOL_CALL_PARTS = frozenset({"tool_call", "tool_use"})
+_SUPPORTED = "'text', 'image_url', 'image' (and 'tool_call' / 'tool_use' in assistant turns)"
 
 CONTINUE_PROMPT = (
     "Your previous answer was cut off. Continue it exactly where it stopped, without "
@@ -34,14 +39,20 @@ def check_messages(messages: Sequence[BaseMessage]) -> None:
             raise TypeError(f"message {i} is {type(m).__name__}, not a LangChain message")
         if isinstance(m.content, str):
             continue
-        for part in m.content:
+        for j, part in enumerate(m.content):
             if isinstance(part, str):
                 continue
             kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-            if kind not in _TEXT_PARTS:
+            if kind in _TEXT_PARTS:
+                continue
+            if kind in IMAGE_PART_TYPES and isinstance(part, dict):
+                check_image_part(part, f"message {i} content part {j} ({kind})")
+            elif kind in _TOOL_CALL_PARTS and isinstance(m, AIMessage):
+                continue
+            else:
                 raise ValueError(
-                    f"message {i} has a content part of type {kind!r}; ChatStream routes "
-                    "text only (supported part types: 'text')"
+                    f"message {i} ({m.type}) has a content part of type {kind!r}, which "
+                    f"ChatStream does not route (supported: {_SUPPORTED})"
                 )
 
 
@@ -64,7 +75,25 @@ def continuation(messages: Sequence[BaseMessage], partial: str) -> list[BaseMess
 
 
 def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """OpenAI chat-completions message dicts (for llama.cpp and HPC requests)."""
+    """OpenAI chat-completions message dicts (for llama.cpp and HPC requests).
+
+    Tool-call content blocks of assistant turns are dropped from ``content`` (their calls are
+    in ``tool_calls``; OpenAI-compatible servers take no such part).
+
+    Example:
+        >>> from langchain_core.messages import AIMessage
+        >>> to_openai_messages([AIMessage(content=[
+        ...     {"type": "text", "text": "calling"},
+        ...     {"type": "tool_call", "id": "c1", "name": "add", "args": {"a": 1}}],
+        ...     tool_calls=[{"id": "c1", "name": "add", "args": {"a": 1}}])])[0]["content"]
+        [{'type': 'text', 'text': 'calling'}]
+    """
     out = convert_to_openai_messages(list(messages))
-    return out if isinstance(out, list) else [out]
+    msgs = out if isinstance(out, list) else [out]
+    for msg in msgs:
+        content = msg.get("content")
+        if msg.get("role") == "assistant" and isinstance(content, list):
+            msg["content"] = [p for p in content
+                              if not (isinstance(p, dict) and p.get("type") in _TOOL_CALL_PARTS)]
+    return msgs
 

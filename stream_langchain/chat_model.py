@@ -24,7 +24,14 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import check_messages, latest_user_text
 from stream_langchain._run import AllTiersFailed, RequestRun, model_name
+from stream_langchain.capabilities import (
+    Capabilities,
+    request_needs,
+    tier_capabilities,
+    validate_capabilities,
+)
 from stream_langchain.context import (
+    IMAGE_TOKENS,
     ContextFitter,
     SummarizingFitter,
     afit_with,
@@ -35,9 +42,16 @@ from stream_langchain.context import (
     model_counter,
 )
 from stream_langchain.judges import Complexity, Judge, Judgement, default_judge
-from stream_langchain.routing import TIERS, CircuitBreaker, CloudBudget, plan_route, validate_tier
+from stream_langchain.routing import (
+    TIERS,
+    CapabilityError,
+    CircuitBreaker,
+    CloudBudget,
+    plan_route,
+    validate_tier,
+)
 
-__all__ = ["AllTiersFailed", "ChatStream"]
+__all__ = ["AllTiersFailed", "CapabilityError", "ChatStream"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +169,18 @@ class ChatStream(BaseChatModel):
     failover: bool = True
     """Continue an answer on the next tier when a tier dies after its first token."""
     context_windows: dict[str, int] = Field(default_factory=dict)
-    """Per tier, the context window in tokens (default: the tier model's ``n_ctx`` when it
-    has one, else unknown: never fitted)."""
+    """Per tier, the context window in tokens (default: the window the tier model allocates,
+    ``n_ctx`` / ``num_ctx``, else its profile's ``max_input_tokens``, else unknown: never
+    fitted)."""
+    capabilities: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per tier, overrides of what its model's ``profile`` says it can take: ``vision``
+    (image parts), ``image_urls`` (images by http(s) URL), ``tools`` (tool calling),
+    ``context_window``. For example ``{"hpc": {"vision": True}}`` for a Qwen2.5-VL node.
+    Requests with images go only to tiers known to take them; with tools bound, tiers known
+    not to call tools are skipped. See :mod:`stream_langchain.capabilities`."""
+    image_tokens: int = Field(IMAGE_TOKENS, ge=0)
+    """Tokens counted per image part when fitting contexts (an estimate: 765, OpenAI's figure
+    for a 1024x1024 image at high detail)."""
     context_reserve: dict[str, int] = Field(default_factory=dict)
     """Per tier, tokens of the window kept for the answer (default: the answer limit,
     ``max_tokens``, at most half the window)."""
@@ -209,6 +233,7 @@ class ChatStream(BaseChatModel):
     _budget: CloudBudget = PrivateAttr()
     _closers: list[Callable[[], None]] = PrivateAttr(default_factory=list)
     _fitter: ContextFitter | None = PrivateAttr(default=None)
+    _caps: dict[str, Capabilities] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _build(self) -> ChatStream:
@@ -216,6 +241,9 @@ class ChatStream(BaseChatModel):
             raise ValueError("ChatStream needs at least one tier: pass local=, hpc= or cloud=")
         for tier in self.context_windows:
             validate_tier(tier)
+        validate_capabilities(self.capabilities, TIERS)
+        self._caps = {t: tier_capabilities(m, self.capabilities.get(t))
+                      for t, m in self.tiers.items()}
         self._judge = self.judge if self.judge is not None else default_judge()
         self._breaker = self.circuit_breaker or CircuitBreaker(
             threshold=self.failure_threshold, window=self.failure_window_s,
@@ -231,9 +259,30 @@ class ChatStream(BaseChatModel):
         writer = self.summarizer_model or self._tier_models.get("local")
         if self._fitter is None and self.summarize and writer is not None:
             self._fitter = SummarizingFitter(
-                writer, breaker=self._breaker,
-                counters={t: model_counter(m) for t, m in self._tier_models.items()})
+                writer, breaker=self._breaker, image_tokens=self.image_tokens,
+                counters={t: model_counter(m, image_tokens=self.image_tokens)
+                          for t, m in self._tier_models.items()})
         return self
+
+    def _resolve_model_profile(self) -> Any:
+        """ChatStream's own profile: what at least one tier it may use can do (the cloud
+        tier counts only when ``allow_cloud``)."""
+        caps = [tier_capabilities(m, self.capabilities.get(t))
+                for t, m in self.tiers.items() if t != "cloud" or self.allow_cloud]
+        vision = any(c.vision for c in caps)
+        tools = any(c.tools for c in caps)
+        profile: dict[str, Any] = {
+            "text_inputs": True,
+            "text_outputs": True,
+            "image_inputs": vision,
+            "image_url_inputs": any(c.vision and c.image_urls is not False for c in caps),
+            "tool_calling": tools,
+            "structured_output": tools,  # with_structured_output binds a tool
+        }
+        windows = [c.context_window for c in caps if c.context_window]
+        if windows:
+            profile["max_input_tokens"] = max(windows)
+        return profile
 
     # ------------------------------------------------------------------ construction
 
@@ -276,6 +325,19 @@ class ChatStream(BaseChatModel):
             if model is not None:
                 out[name] = model
         return out
+
+    @property
+    def tier_capabilities(self) -> dict[str, Capabilities]:
+        """Per configured tier, what it can take (profile plus ``capabilities`` overrides).
+
+        Example:
+            >>> from langchain_core.language_models import GenericFakeChatModel
+            >>> llm = ChatStream(cloud=GenericFakeChatModel(messages=iter([])),
+            ...                  capabilities={"cloud": {"vision": True}})
+            >>> llm.tier_capabilities["cloud"].vision, llm.profile["image_inputs"]
+            (True, True)
+        """
+        return dict(self._caps)
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -395,7 +457,8 @@ class ChatStream(BaseChatModel):
         tier = kwargs.get("tier")
         if tier is not None:
             validate_tier(tier)
-        return latest_user_text(messages), count_tokens(messages)
+        return latest_user_text(messages), count_tokens(messages,
+                                                        image_tokens=self.image_tokens)
 
     def _route(
         self,
@@ -412,6 +475,7 @@ class ChatStream(BaseChatModel):
             and judgement.prob(Complexity.HIGH) < self.high_threshold
         ):
             complexity = Complexity.MEDIUM
+        needs = request_needs(messages, tools=bool(kwargs.get("tools")))
         budgets = {t: self._budget_tokens(t) for t in self.tiers if self._window(t)}
         fitted: dict[str, int] | None = None
         if self._fitter is not None and kwargs.get("tier") is None:
@@ -428,12 +492,16 @@ class ChatStream(BaseChatModel):
             context_tokens=context_tokens,
             context_windows=budgets if self._fitter is None or fitted else None,
             fitted_tokens=fitted,
+            capabilities=self._caps,
+            needs=needs,
         )
-        return RequestRun(
+        run = RequestRun(
             messages=messages, judgement=judgement, complexity=complexity, plan=plan,
             models=self.tiers, context_tokens=context_tokens, started=started,
             failover=self.failover,
         )
+        run.extra["needs"] = needs.record()
+        return run
 
     def _tier_model(self, tier: str, kwargs: dict[str, Any]) -> tuple[Runnable[Any, Any],
                                                                         dict[str, Any]]:
@@ -453,7 +521,7 @@ class ChatStream(BaseChatModel):
         return model, forward
 
     def _window(self, tier: str) -> int | None:
-        window = self.context_windows.get(tier, getattr(self.tiers[tier], "n_ctx", None))
+        window = self.context_windows.get(tier, self._caps[tier].context_window)
         return window if isinstance(window, int) and window > 0 else None
 
     def _budget_tokens(self, tier: str) -> int:

@@ -32,11 +32,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, cast
 
+from stream_langchain.capabilities import Capabilities, Needs
 from stream_langchain.judges import Complexity
 
 __all__ = [
     "DEFAULT_ORDER",
     "TIERS",
+    "CapabilityError",
     "CircuitBreaker",
     "CloudBudget",
     "RoutePlan",
@@ -202,6 +204,53 @@ class CloudBudget:
         return self.spent_usd >= self.limit_usd
 
 
+class CapabilityError(ValueError):
+    """No configured tier can serve the request: it needs a capability (``capability``, for
+    example ``"image input"``) that every tier lacks or is not allowed to use. Raised before
+    any tier is called; ``skipped`` says why each tier was passed over."""
+
+    def __init__(self, capability: str, skipped: list[dict[str, str]],
+                 detail: str = "") -> None:
+        self.capability = capability
+        self.skipped = skipped
+        why = "; ".join(f"{s['tier']}: {s['reason']}" for s in skipped)
+        msg = f"no tier can serve this request: it needs {capability}{detail}"
+        super().__init__(msg + (f" ({why})" if why else ""))
+
+
+def _capability_filter(
+    candidates: list[Tier], caps: Mapping[str, Capabilities], needs: Needs,
+    skipped: list[dict[str, str]],
+) -> list[Tier]:
+    """Keep the tiers that can serve ``needs``; tool-capable tiers first when tools are bound.
+
+    Raises:
+        CapabilityError: none can (``skipped`` then lists every tier and why).
+    """
+    keep: list[Tier] = []
+    for t in candidates:
+        c = caps.get(t, Capabilities())
+        if needs.images and c.vision is not True:
+            skipped.append({"tier": t, "reason": f"no image input: {c.why('vision')}"})
+        elif needs.image_urls and c.image_urls is False:
+            skipped.append({"tier": t, "reason": f"cannot fetch image URLs: "
+                                                 f"{c.why('image_urls')}"})
+        elif needs.tools and c.tools is False:
+            skipped.append({"tier": t, "reason": f"no tool calling: {c.why('tools')}"})
+        else:
+            keep.append(t)
+    if not keep:
+        if needs.images:
+            n = needs.images
+            raise CapabilityError("image input", skipped,
+                                  f" ({n} image{'s' if n > 1 else ''} in the conversation)")
+        raise CapabilityError("tool calling", skipped)
+    if needs.tools:  # known tool callers first, in the complexity order; unknown ones after
+        keep = ([t for t in keep if caps.get(t, Capabilities()).tools]
+                + [t for t in keep if not caps.get(t, Capabilities()).tools])
+    return keep
+
+
 @dataclass
 class RoutePlan:
     """The tiers to try, in order, and why the others are not tried."""
@@ -224,6 +273,8 @@ def plan_route(
     context_windows: Mapping[str, int] | None = None,
     fitted_tokens: Mapping[str, int] | None = None,
     order: Mapping[Complexity, tuple[Tier, ...]] = DEFAULT_ORDER,
+    capabilities: Mapping[str, Capabilities] | None = None,
+    needs: Needs | None = None,
 ) -> RoutePlan:
     """Order the tiers for one request.
 
@@ -241,11 +292,35 @@ def plan_route(
         fitted_tokens: per tier, the context's size after fitting it to that tier
             (summarization): a tier whose fitted size still exceeds its window is skipped,
             even when that leaves no tier (it would fail there).
+        capabilities: per tier, what it can take (:func:`~stream_langchain.capabilities.
+            tier_capabilities`).
+        needs: what the request needs: images go only to tiers known to take them; with
+            tools bound, tiers known not to call tools are skipped and known tool callers
+            come first.
 
     Raises:
         ValueError: unknown override tier, or an override to cloud with ``allow_cloud=False``,
             or an override to a tier that is not configured.
+        CapabilityError: no allowed tier has what ``needs`` asks for (or the override tier
+            lacks it).
+
+    Example:
+        >>> from stream_langchain.capabilities import Capabilities, Needs
+        >>> caps = {"local": Capabilities(vision=False), "cloud": Capabilities(vision=True)}
+        >>> plan = plan_route("LOW", available={"local", "cloud"}, breaker=CircuitBreaker(),
+        ...                   capabilities=caps, needs=Needs(images=1))
+        >>> plan.order, plan.skipped[-1]["reason"]
+        (['cloud'], 'no image input: vision=False (profile)')
+        >>> plan_route("LOW", available={"local", "cloud"}, breaker=CircuitBreaker(),
+        ...            capabilities=caps, needs=Needs(images=1), allow_cloud=False)
+        Traceback (most recent call last):
+        ...
+        stream_langchain.routing.CapabilityError: no tier can serve this request: it needs image
+        input (1 image in the conversation) (hpc: not configured; cloud: privacy:
+        allow_cloud=False; local: no image input: vision=False (profile))
     """
+    caps = capabilities or {}
+    need = needs or Needs()
     c = Complexity(complexity)
     avail = set(available)
     skipped: list[dict[str, str]] = []
@@ -255,6 +330,7 @@ def plan_route(
             raise ValueError("tier override 'cloud' refused: allow_cloud=False (privacy)")
         if tier not in avail:
             raise ValueError(f"tier override {tier!r}: that tier is not configured")
+        _capability_filter([tier], caps, need, skipped)
         return RoutePlan(c, [tier], [], override=tier)
 
     candidates: list[Tier] = []
@@ -267,6 +343,8 @@ def plan_route(
             skipped.append({"tier": tier, "reason": "cloud budget exhausted"})
         else:
             candidates.append(tier)
+    if need.images or need.tools:
+        candidates = _capability_filter(candidates, caps, need, skipped)
 
     windows = context_windows or {}
     if fitted_tokens is not None:

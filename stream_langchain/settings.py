@@ -13,6 +13,8 @@ A settings file looks like this (every section and key is optional)::
     base_url = "http://localhost:11434"
     context_window = 32768      # tokens; output_reserve of them are kept for the answer
     output_reserve = 4096
+    vision = false              # takes images (default: the model's LangChain profile)
+    tools = true                # calls tools (default: the model's LangChain profile)
 
     [hpc]
     endpoint_id = "..."         # Globus Compute endpoint
@@ -21,6 +23,7 @@ A settings file looks like this (every section and key is optional)::
     backend_url = "http://127.0.0.1:8000/v1"
     model = "meta-llama/Llama-3.3-70B-Instruct"
     mode = "stream"             # or "batch" (whole answer through Globus Compute)
+    vision = true               # e.g. a Qwen2.5-VL node: requests with images may go here
 
     [cloud]
     base_url = "https://api.openai.com/v1"
@@ -32,6 +35,7 @@ A settings file looks like this (every section and key is optional)::
     trigger = 0.8               # summarize past this fraction of (window - output_reserve)
     keep_turns = { local = 3, hpc = 6, cloud = 6 }   # earlier turns kept verbatim
     summary_tokens = 256        # a summary's cap
+    image_tokens = 765          # tokens counted per image (an estimate)
     cache_path = ""             # SQLite file shared by processes ("" = in-process LRU)
 
     [routing]
@@ -114,6 +118,11 @@ class LocalSettings(_Section):
     temperature: float = Field(0.7, ge=0.0)
     max_tokens: int = Field(1024, gt=0)
     """Upper bound on a local answer's length."""
+    vision: bool | None = None
+    """Whether this tier takes image parts (``None``: as the model's LangChain profile says;
+    unknown means no images are sent here)."""
+    tools: bool | None = None
+    """Whether this tier calls tools (``None``: as the model's LangChain profile says)."""
 
 
 class HPCSettings(_Section):
@@ -125,8 +134,9 @@ class HPCSettings(_Section):
     relay_secret_env: str = "STREAM_RELAY_SECRET"  # noqa: S105 (a variable name, not a secret)
     backend_url: str = "http://127.0.0.1:8000/v1"
     model: str = "meta-llama/Llama-3.3-70B-Instruct"
-    context_window: int = Field(65536, gt=0)
-    """Context window in tokens (the paper's 64K)."""
+    context_window: int | None = Field(None, gt=0)
+    """Context window in tokens (default: the model's profile when it has one, else the
+    paper's 64K)."""
     output_reserve: int = Field(4096, ge=0)
     """Tokens of the window kept for the answer."""
     max_tokens: int = Field(2048, gt=0)
@@ -139,6 +149,11 @@ class HPCSettings(_Section):
     Compute (the paper's baseline)."""
     batch_fallback: bool = True
     """Fall back to batch mode when the relay cannot be reached."""
+    vision: bool | None = None
+    """Whether this tier takes image parts (``None``: as the model's LangChain profile says;
+    unknown means no images are sent here)."""
+    tools: bool | None = None
+    """Whether this tier calls tools (``None``: as the model's LangChain profile says)."""
 
     @property
     def enabled(self) -> bool:
@@ -150,11 +165,18 @@ class CloudSettings(_Section):
     model: str | None = None
     """The cloud tier is enabled when a model is set."""
     api_key_env: str = "OPENAI_API_KEY"
-    context_window: int = Field(128000, gt=0)
+    context_window: int | None = Field(None, gt=0)
+    """Context window in tokens (default: the model's LangChain profile, for example 128000
+    for gpt-4o-mini, else 128000)."""
     output_reserve: int = Field(4096, ge=0)
     """Tokens of the window kept for the answer."""
     temperature: float = Field(0.7, ge=0.0)
     max_tokens: int = Field(2048, gt=0)
+    vision: bool | None = None
+    """Whether this tier takes image parts (``None``: as the model's LangChain profile says;
+    unknown means no images are sent here)."""
+    tools: bool | None = None
+    """Whether this tier calls tools (``None``: as the model's LangChain profile says)."""
 
     @property
     def enabled(self) -> bool:
@@ -189,6 +211,8 @@ class ContextSettings(_Section):
     """Per tier, earlier turns kept verbatim (the latest user turn always is)."""
     summary_tokens: int = Field(256, ge=16)
     """A summary's token cap."""
+    image_tokens: int = Field(765, ge=0)
+    """Tokens counted per image part when fitting contexts (an estimate)."""
     chunk_tokens: int = Field(4096, ge=64)
     """Most conversation tokens sent to the summarizer in one call (fewer when the
     summarizer's window requires it)."""

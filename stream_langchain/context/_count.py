@@ -104,20 +104,20 @@ def count_text_tokens(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 
-def count_tokens(messages: Sequence[BaseMessage]) -> int:
+def count_tokens(messages: Sequence[BaseMessage], *, image_tokens: int = IMAGE_TOKENS) -> int:
     """Tokens of ``messages`` in cl100k_base, with the chat format's per-message overhead and
-    :data:`IMAGE_TOKENS` per image part.
+    ``image_tokens`` (an estimate, :data:`IMAGE_TOKENS` by default) per image part.
 
     Example:
         >>> from langchain_core.messages import HumanMessage
         >>> count_tokens([HumanMessage("hello world")])
         6
     """
-    return sum(count_text_tokens(_countable_text(m)) + PER_MESSAGE + IMAGE_TOKENS * _images(m)
+    return sum(count_text_tokens(_countable_text(m)) + PER_MESSAGE + image_tokens * _images(m)
                for m in messages)
 
 
-def cl100k_counter(margin: float = 1.15) -> TokenCounter:
+def cl100k_counter(margin: float = 1.15, *, image_tokens: int = IMAGE_TOKENS) -> TokenCounter:
     """A counter for tiers whose tokenizer is unknown: cl100k times ``margin`` (rounded up), so
     a tokenizer that splits text finer still fits.
 
@@ -130,7 +130,7 @@ def cl100k_counter(margin: float = 1.15) -> TokenCounter:
         raise ValueError(f"token count margin must be >= 1.0, got {margin}")
 
     def count(messages: Sequence[BaseMessage]) -> int:
-        return math.ceil(count_tokens(messages) * margin)
+        return math.ceil(count_tokens(messages, image_tokens=image_tokens) * margin)
 
     return count
 
@@ -139,13 +139,14 @@ def _own_tokenizer(model: BaseLanguageModel[Any]) -> bool:
     return type(model).get_token_ids is not BaseLanguageModel.get_token_ids
 
 
-def model_counter(model: BaseLanguageModel[Any], *, margin: float = 1.15) -> TokenCounter:
+def model_counter(model: BaseLanguageModel[Any], *, margin: float = 1.15,
+                  image_tokens: int = IMAGE_TOKENS) -> TokenCounter:
     """A counter in ``model``'s own tokenizer when its class overrides LangChain's
     ``get_token_ids`` (``ChatLlamaCpp`` does: llama.cpp's tokenizer); else, or when that
     tokenizer fails (``ChatOpenAI`` offline cannot download its encoding), cl100k with
-    ``margin`` (logged once per model).
+    ``margin`` (logged once per model). Each image part counts ``image_tokens``.
     """
-    fallback = cl100k_counter(margin)
+    fallback = cl100k_counter(margin, image_tokens=image_tokens)
     if not _own_tokenizer(model):
         return fallback
     broken = threading.Event()
@@ -155,7 +156,7 @@ def model_counter(model: BaseLanguageModel[Any], *, margin: float = 1.15) -> Tok
             return fallback(messages)
         try:
             return sum(len(model.get_token_ids(_countable_text(m))) + _OWN_PER_MESSAGE
-                       + IMAGE_TOKENS * _images(m) for m in messages)
+                       + image_tokens * _images(m) for m in messages)
         except Exception as exc:
             broken.set()
             logger.warning("%s: its tokenizer failed (%s: %s); counting with cl100k x %.2f",

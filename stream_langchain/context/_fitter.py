@@ -41,6 +41,7 @@ from langchain_core.messages import (
 
 from stream_langchain.context._cache import LRUSummaryCache, SummaryCache, prefix_hashes
 from stream_langchain.context._count import (
+    IMAGE_TOKENS,
     TokenCounter,
     cl100k_counter,
     count_tokens,
@@ -218,6 +219,7 @@ class SummarizingFitter:
         breaker: the summarizer's health (key :data:`SUMMARIZER_KEY`).
         timeout_s: a summarizer call slower than this counts as failed.
         margin: safety factor for cl100k counts of tiers without a tokenizer.
+        image_tokens: tokens counted per image part (an estimate; images are not tokenized).
 
     Example:
         >>> from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -244,6 +246,7 @@ class SummarizingFitter:
         summary_tokens: int = 256,
         chunk_tokens: int = 4096,
         margin: float = 1.15,
+        image_tokens: int = IMAGE_TOKENS,
         # Timeouts
         timeout_s: float = 120.0,
         cache: SummaryCache | None = None,
@@ -283,9 +286,12 @@ class SummarizingFitter:
         self.timeout_s = timeout_s
         self.cache: SummaryCache = cache if cache is not None else LRUSummaryCache()
         self.breaker = breaker if breaker is not None else CircuitBreaker()
-        self._fallback = cl100k_counter(margin)
+        if image_tokens < 0:
+            raise ValueError(f"image_tokens must be >= 0, got {image_tokens}")
+        self.image_tokens = image_tokens
+        self._fallback = cl100k_counter(margin, image_tokens=image_tokens)
         self.counters = dict(counters or {})
-        self._own = model_counter(model, margin=margin)
+        self._own = model_counter(model, margin=margin, image_tokens=image_tokens)
         self._namespace = f"{self.model_name}|{summary_tokens}|{_INSTRUCTIONS}"
 
     # ------------------------------------------------------------------ public
@@ -394,7 +400,7 @@ class SummarizingFitter:
     def _plan(self, msgs: list[BaseMessage], budget: int, tier: str,
               hashes: list[str] | None = None) -> _Plan:
         trigger = int(budget * self.trigger)
-        quick = count_tokens(msgs)
+        quick = count_tokens(msgs, image_tokens=self.image_tokens)
         if quick * 1.5 + 16 <= trigger:  # far below: no need for the tier's own tokenizer
             return _Plan("asis", quick, quick)
         count = self.counter(tier)
@@ -467,7 +473,7 @@ class SummarizingFitter:
         start, used = base, 0
         prev_end = base
         for end in ends:
-            t = count_tokens(msgs[prev_end:end])
+            t = count_tokens(msgs[prev_end:end], image_tokens=self.image_tokens)
             if used and used + t > room:
                 spans.append((start, prev_end))
                 start, used = prev_end, 0

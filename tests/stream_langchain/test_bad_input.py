@@ -29,8 +29,24 @@ async def test_empty_message_list_async(llm: ChatStream) -> None:
 
 def test_unsupported_content_part(llm: ChatStream) -> None:
     msg = HumanMessage(content=[{"type": "text", "text": "what is this?"},
-                                {"type": "image_url", "image_url": {"url": "data:,x"}}])
-    with pytest.raises(ValueError, match="content part of type 'image_url'"):
+                                {"type": "input_audio", "input_audio": {"data": "AAAA"}}])
+    with pytest.raises(ValueError, match="content part of type 'input_audio'.*supported"):
+        llm.invoke([msg])
+
+
+@pytest.mark.parametrize(("part", "problem"), [
+    ({"type": "image_url", "image_url": {"url": "data:,x"}}, "must be a data URL"),
+    ({"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}}, "not valid base64"),
+    ({"type": "image_url", "image_url": {}}, "image URL is missing"),
+    ({"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}, "not 'file'"),
+    ({"type": "image", "mime_type": "image/png"}, "no 'base64', 'url' or 'data'"),
+    ({"type": "image", "base64": "", "mime_type": "image/png"}, "image data is empty"),
+    ({"type": "image", "file_id": "file-123"}, "file_id is provider-specific"),
+])
+def test_malformed_image_part(llm: ChatStream, part: dict[str, object], problem: str) -> None:
+    """A broken image is refused before routing, naming the message, the part and why."""
+    msg = HumanMessage(content=[{"type": "text", "text": "what is this?"}, part])
+    with pytest.raises(ValueError, match=f"message 0 content part 1 .*{problem}"):
         llm.invoke([msg])
 
 

@@ -12,7 +12,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 
-from stream_langchain import AllTiersFailed, ChatStream, TierFailure
+from stream_langchain import AllTiersFailed, CapabilityError, ChatStream, TierFailure
 from stream_langchain.routing import CircuitBreaker
 from tests.stream_langchain.conftest import DiesAfter, FixedJudge
 
@@ -228,7 +228,14 @@ def test_bind_tools_forwards_to_the_routed_tier(local_model: BaseChatModel) -> N
         """Add two integers."""
         return a + b
 
+    # The profile says the base Gemma cannot call tools: refused before any tier is called.
     llm = ChatStream(local=local_model, judge=FixedJudge("LOW"))
+    with pytest.raises(CapabilityError, match=r"needs tool calling \(.*local: no tool calling: "
+                       r"tools=False \(profile: tool_calling=False\)"):
+        llm.bind_tools([add]).invoke("What is 2 + 3?")
+    # Told otherwise, it is tried, and the tier's own refusal is the reported failure.
+    llm = ChatStream(local=local_model, judge=FixedJudge("LOW"),
+                     capabilities={"local": {"tools": True}})
     with pytest.raises(AllTiersFailed, match="does not support tool calling"):
         llm.bind_tools([add]).invoke("What is 2 + 3?")
 
