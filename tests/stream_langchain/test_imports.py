@@ -5,7 +5,7 @@ from __future__ import annotations
 import stream_langchain
 
 EXPECTED = [
-    "AllTiersFailed", "CachedJudge", "CascadeJudge", "ChatStream", "Complexity",
+    "AllTiersFailed", "CachedJudge", "CapabilityError", "CascadeJudge", "ChatStream", "Complexity",
     "FallbackJudge", "Judge", "JudgeError", "Judgement", "KeywordJudge", "LLMJudge",
     "Settings", "SettingsError", "TierFailure", "model_name",
 ]
