@@ -1,7 +1,8 @@
 """LlamaIndex <-> LangChain conversions, shared by StreamLLM's sync and async paths.
 
-Everything here is pure: messages in, messages out. ``StreamLLM`` only calls ChatStream and
-feeds what comes back to :class:`StreamedTurn` / :func:`to_chat_response`.
+Everything here is pure (except that an ``ImageBlock`` given by a local path is read):
+messages in, messages out. ``StreamLLM`` only calls ChatStream and feeds what comes back to
+:class:`StreamedTurn` / :func:`to_chat_response`.
 
 Example:
     >>> from llama_index.core.llms import ChatMessage
@@ -11,11 +12,17 @@ Example:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from io import IOBase
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, unquote_to_bytes, urlparse
 
+import filetype
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -28,6 +35,7 @@ from llama_index.core.base.llms.types import (
     CachePoint,
     ChatMessage,
     ChatResponse,
+    ImageBlock,
     MessageRole,
     TextBlock,
     ThinkingBlock,
@@ -43,6 +51,7 @@ __all__ = [
     "to_chat_message",
     "to_chat_response",
     "to_langchain_messages",
+    "image_part",
     "tool_selections",
 ]
 
@@ -63,17 +72,150 @@ _SKIPPED_BLOCKS = (CachePoint, ThinkingBlock, ToolCallBlock)
 # ------------------------------------------------------------------ LlamaIndex -> LangChain
 
 
-def _text(message: ChatMessage, index: int) -> str:
-    parts: list[str] = []
-    for block in message.blocks:
+def _where(index: int, block: int) -> str:
+    return f"message {index} block {block} (image)"
+
+
+def _read(path: str | Path, where: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{where}: cannot read image file {str(path)!r}: "
+                         f"{exc.strerror or exc}") from None
+
+
+def _data_url(url: str, where: str) -> tuple[bytes, str | None]:
+    """The bytes and declared media type of a ``data:`` URL."""
+    head, sep, payload = url[5:].partition(",")
+    if not sep:
+        raise ValueError(f"{where}: a data URL needs a ',' before its data")
+    mime, _, params = head.partition(";")
+    if params.split(";")[-1] == "base64":
+        try:
+            raw = base64.b64decode(unquote(payload), validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"{where}: the data URL's image data is not valid base64 "
+                             f"({exc})") from None
+    else:
+        raw = unquote_to_bytes(payload)
+    return raw, mime or None
+
+
+def _inline(raw: bytes, declared: str | None, where: str) -> tuple[str, str]:
+    """``(base64, mime_type)`` for image bytes; the bytes decide the type when they can.
+
+    Raises:
+        ValueError: empty data, data of a known non-image type, or data of no known type
+            without a declared ``image/*`` type.
+    """
+    if not raw:
+        raise ValueError(f"{where}: the image data is empty")
+    kind = filetype.guess(raw)
+    if kind is not None and not str(kind.mime).startswith("image/"):
+        raise ValueError(f"{where}: the data is {kind.mime}, not an image")
+    mime = str(kind.mime) if kind is not None else declared
+    if not mime or not mime.startswith("image/"):
+        stated = f" (declared {declared!r})" if declared else ""
+        raise ValueError(f"{where}: the data is not a recognizable image{stated}; expected "
+                         "PNG, JPEG, GIF, WebP or another image format")
+    return base64.b64encode(raw).decode("ascii"), mime
+
+
+def image_part(block: ImageBlock, index: int, position: int = 0) -> dict[str, Any]:
+    """The LangChain content part for a LlamaIndex ``ImageBlock`` (message ``index``, block
+    ``position``, for error messages).
+
+    Inline data (``image`` bytes, raw or already base64 as ``ImageBlock`` stores them; a local
+    ``path``; a ``file:`` or ``data:`` URL) becomes LangChain's standard block
+    ``{"type": "image", "base64": ..., "mime_type": ...}``, the type sniffed from the bytes
+    (else ``image_mimetype``); an ``http(s)`` URL becomes ``{"type": "image", "url": ...}``
+    and is not fetched here (ChatStream sends it only to a tier that takes image URLs). With
+    ``detail`` set, the part is OpenAI's ``image_url`` form, which carries it.
+
+    Raises:
+        ValueError: naming the message and block: no source, an unreadable file, data that
+            is not an image, or a URL scheme other than http(s), file and data.
+
+    Example:
+        >>> from llama_index.core.base.llms.types import ImageBlock
+        >>> gif = b"GIF89a" + bytes(16)
+        >>> image_part(ImageBlock(image=gif), 0)["mime_type"]
+        'image/gif'
+        >>> image_part(ImageBlock(url="https://example.com/cat.png"), 0)
+        {'type': 'image', 'url': 'https://example.com/cat.png'}
+        >>> image_part(ImageBlock(image=b"plain words, not pixels"), 2, 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: message 2 block 1 (image): the data is not a recognizable image; ...
+    """
+    where = _where(index, position)
+    declared = block.image_mimetype
+    url: str | None = None
+    if block.image is not None:
+        if isinstance(block.image, IOBase):
+            block.image.seek(0)
+            data = block.image.read()
+            raw = data.encode() if isinstance(data, str) else bytes(data)
+        else:
+            raw = block.image
+        try:  # ImageBlock keeps bytes base64-encoded; raw bytes that are not base64 stay
+            raw = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    elif block.path is not None:
+        raw = _read(block.path, where)
+    elif block.url is not None:
+        url = str(block.url)
+        scheme = urlparse(url).scheme.lower()
+        if scheme in ("http", "https"):
+            raw = b""
+        elif scheme == "data":
+            raw, stated = _data_url(url, where)
+            declared = stated or declared
+            url = None
+        elif scheme == "file":
+            raw = _read(unquote(urlparse(url).path), where)
+            url = None
+        else:
+            raise ValueError(f"{where}: image URL scheme {scheme!r} is not supported (use "
+                             "http(s), file or data, or give the image as bytes or a path)")
+    else:
+        raise ValueError(f"{where}: the ImageBlock has no image, path or url")
+    if url is not None:
+        if block.detail:
+            return {"type": "image_url", "image_url": {"url": url, "detail": block.detail}}
+        return {"type": "image", "url": url}
+    data64, mime = _inline(raw, declared, where)
+    if block.detail:
+        return {"type": "image_url", "image_url": {
+            "url": f"data:{mime};base64,{data64}", "detail": block.detail}}
+    return {"type": "image", "base64": data64, "mime_type": mime}
+
+
+def _content(message: ChatMessage, index: int) -> str | list[str | dict[str, Any]]:
+    """The LangChain content of a message: a string when it is all text (blocks joined by
+    newlines), else text and image parts in block order (user messages only)."""
+    parts: list[dict[str, Any]] = []
+    has_image = False
+    for position, block in enumerate(message.blocks):
         if isinstance(block, TextBlock):
-            parts.append(block.text)
+            parts.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlock):
+            if message.role != MessageRole.USER:
+                raise ValueError(
+                    f"message {index} ({message.role.value}) has an image block; images go "
+                    "in user messages only (OpenAI-compatible tiers refuse them elsewhere)"
+                )
+            parts.append(image_part(block, index, position))
+            has_image = True
         elif not isinstance(block, _SKIPPED_BLOCKS):
             raise ValueError(
-                f"message {index} has a {block.block_type!r} block; StreamLLM routes text "
-                "only (supported blocks: text, tool_call)"
+                f"message {index} has a {block.block_type!r} block, which StreamLLM does not "
+                "route (supported blocks: text, image, tool_call)"
             )
-    return "\n".join(parts)
+    if not has_image:
+        return "\n".join(p["text"] for p in parts)
+    return list(parts)
 
 
 def _args(raw: Any) -> dict[str, Any]:
@@ -113,17 +255,21 @@ def to_langchain_messages(messages: Sequence[ChatMessage]) -> list[BaseMessage]:
 
     Assistant tool calls come from ``ToolCallBlock`` blocks (or, for older code, from
     ``additional_kwargs["tool_calls"]`` in OpenAI's shape); tool results are ``tool`` messages
-    whose ``additional_kwargs["tool_call_id"]`` names the call they answer.
+    whose ``additional_kwargs["tool_call_id"]`` names the call they answer. A user message
+    with ``ImageBlock``s becomes a list of text and image parts (:func:`image_part`); every
+    other message's content is a string.
 
     Raises:
-        ValueError: a non-text block, a tool result without ``tool_call_id``, or an unknown role.
+        ValueError: an unsupported block (audio, video, document, ...), an image that cannot
+            be converted or outside a user message, a tool result without ``tool_call_id``,
+            or an unknown role.
         TypeError: an item is not a ``ChatMessage``.
     """
     out: list[BaseMessage] = []
     for i, m in enumerate(messages):
         if not isinstance(m, ChatMessage):
             raise TypeError(f"message {i} is {type(m).__name__}, not a LlamaIndex ChatMessage")
-        text = _text(m, i)
+        text = _content(m, i)  # a string unless a user message carries images
         if m.role == MessageRole.USER:
             out.append(HumanMessage(text))
         elif m.role in _SYSTEM_ROLES:

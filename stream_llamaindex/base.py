@@ -104,7 +104,9 @@ class StreamLLM(FunctionCallingLLM):
     It has no routing logic of its own: judging, routing, summarization, fallback and
     failover are ChatStream's. Tool calls are forwarded to the routed tier, so agents work
     whenever a routable tier can call tools (``metadata.is_function_calling_model``), as the
-    embedded stack's Qwen2.5-Coder-0.5B-Instruct does in-process.
+    embedded stack's Qwen2.5-Coder-0.5B-Instruct does in-process. User messages may carry
+    ``ImageBlock``s (bytes, a path, a data or http(s) URL); ChatStream sends them only to a
+    tier that takes images (:attr:`image_inputs`).
 
     Setup:
         .. code-block:: bash
@@ -135,6 +137,17 @@ class StreamLLM(FunctionCallingLLM):
             for r in llm.stream_chat([ChatMessage(role="user", content="Count to 3.")]):
                 print(r.delta, end="")
             r.additional_kwargs["stream"]       # the last response carries the record
+
+    Images:
+        .. code-block:: python
+
+            from llama_index.core.llms import ChatMessage, ImageBlock, TextBlock
+
+            llm = StreamLLM(chat_stream=ChatStream(cloud=ChatOpenAI(model="gpt-4o-mini")))
+            llm.image_inputs                    # True: gpt-4o-mini's profile takes images
+            msg = ChatMessage(role="user", blocks=[TextBlock(text="What is in this picture?"),
+                                                   ImageBlock(path="photo.png")])
+            llm.chat([msg]).additional_kwargs["stream"]["needs"]   # {'images': 1, ...}
 
     Async:
         .. code-block:: python
@@ -258,6 +271,19 @@ class StreamLLM(FunctionCallingLLM):
             or "stream-router",
             system_role=MessageRole.SYSTEM,
         )
+
+    @property
+    def image_inputs(self) -> bool:
+        """Whether requests with ``ImageBlock``s can be answered: some routable tier takes
+        image input (its model's LangChain ``profile["image_inputs"]``, or ChatStream's
+        ``capabilities={tier: {"vision": True}}``).
+
+        LlamaIndex's ``LLMMetadata`` has no field for this (0.14), so it is here, named as in
+        LangChain's profile. When it is false, a request with images raises ChatStream's
+        ``CapabilityError`` (a ``ValueError``) before any tier is called.
+        """
+        caps = self.chat_stream.tier_capabilities
+        return any(caps[t].vision is True for t in self.routable_tiers() if t in caps)
 
     # ------------------------------------------------------------------ shared plumbing
 

@@ -14,7 +14,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
-from llama_index.core.llms import LLM, ChatMessage, ImageBlock
+from llama_index.core.llms import LLM, AudioBlock, ChatMessage
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.tools import FunctionTool
 from pydantic import Field, ValidationError
@@ -272,10 +272,10 @@ def test_unconfigured_tier_is_a_value_error(llm: StreamLLM) -> None:
         llm.complete("Hi", tier="cloud")
 
 
-def test_non_text_block_is_refused(llm: StreamLLM) -> None:
-    """An image block is a ValueError naming the block type."""
-    msg = ChatMessage(role="user", blocks=[ImageBlock(url="http://127.0.0.1:9/x.png")])
-    with pytest.raises(ValueError, match="'image' block"):
+def test_unsupported_block_is_refused(llm: StreamLLM) -> None:
+    """An audio block is a ValueError naming the block type (images: test_images.py)."""
+    msg = ChatMessage(role="user", blocks=[AudioBlock(audio=b"RIFF0000WAVE")])
+    with pytest.raises(ValueError, match="'audio' block"):
         llm.chat([msg])
 
 
