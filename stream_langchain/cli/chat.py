@@ -1,23 +1,106 @@
-"""``stream chat`` and ``stream demo``: ask questions, see the routing, watch the tokens."""
+"""``stream chat`` and ``stream demo``: ask questions, see the routing, watch the tokens.
+
+``stream chat --image photo.png "What is in this picture?"`` sends the question with the
+image (repeat ``--image`` for several); ChatStream routes it only to a tier that takes images.
+"""
 
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import IO, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-__all__ = ["DEMO_QUESTIONS", "add_chat_commands"]
+__all__ = ["DEMO_QUESTIONS", "IMAGE_MAX_BYTES", "ImageFileError", "add_chat_commands",
+           "image_part"]
 
 DEMO_QUESTIONS = [
     "What is the capital of France?",
     "Explain how a hash table handles collisions.",
     "Prove that there are infinitely many prime numbers, step by step.",
 ]
+
+IMAGE_MAX_BYTES = 20 * 1024 * 1024
+"""Largest image file ``--image`` takes (20 MiB, OpenAI's per-image limit)."""
+
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+
+
+class ImageFileError(ValueError):
+    """An ``--image`` file that cannot be sent; the message names the path and problem."""
+
+
+def _image_type(head: bytes) -> str | None:
+    """The media type of PNG, JPEG, GIF or WebP data from its first bytes, else ``None``."""
+    for magic, mime in _MAGIC:
+        if head.startswith(magic):
+            return mime
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def image_part(path: str | os.PathLike[str], *,
+               max_bytes: int = IMAGE_MAX_BYTES) -> dict[str, Any]:
+    """LangChain's standard image block for an image file:
+    ``{"type": "image", "base64": ..., "mime_type": ...}``.
+
+    The type comes from the file's first bytes (PNG, JPEG, GIF, WebP), not its name.
+
+    Raises:
+        ImageFileError: naming the path: missing, not a file, unreadable, empty, over
+            ``max_bytes``, or not one of those formats.
+
+    Example:
+        >>> import tempfile
+        >>> with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+        ...     _ = f.write(b"GIF89a" + bytes(10)); f.flush()
+        ...     image_part(f.name)["mime_type"]
+        'image/gif'
+        >>> image_part("/nonexistent/cat.png")
+        Traceback (most recent call last):
+        ...
+        stream_langchain.cli.chat.ImageFileError: /nonexistent/cat.png: no such file
+    """
+    name = os.fspath(path)
+    p = Path(name)
+    try:
+        if not p.exists():
+            raise ImageFileError(f"{name}: no such file")
+        if not p.is_file():
+            raise ImageFileError(f"{name}: not a regular file")
+        size = p.stat().st_size
+        if size == 0:
+            raise ImageFileError(f"{name}: the file is empty")
+        if size > max_bytes:
+            raise ImageFileError(f"{name}: {size / 2**20:.1f} MiB is over the "
+                                 f"{max_bytes / 2**20:g} MiB limit for an image")
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageFileError(f"{name}: cannot read it ({exc.strerror or exc})") from None
+    mime = _image_type(data[:16])
+    if mime is None:
+        raise ImageFileError(f"{name}: not a PNG, JPEG, GIF or WebP image (judged by its "
+                             "first bytes)")
+    return {"type": "image", "base64": base64.b64encode(data).decode("ascii"),
+            "mime_type": mime}
+
+
+def _question(text: str, images: list[dict[str, Any]]) -> HumanMessage:
+    if not images:
+        return HumanMessage(text)
+    return HumanMessage(content=[{"type": "text", "text": text}, *images])
 
 
 def _build(args: argparse.Namespace) -> Any:
@@ -70,6 +153,9 @@ def _footer(rec: dict[str, Any], elapsed: float) -> str:
     rate = out_tokens / gen_s if gen_s > 0 and out_tokens else 0.0
     parts = [f"TTFT {ttft:.0f} ms" if ttft is not None else "TTFT n/a",
              f"{out_tokens} tokens", f"{rate:.1f} tokens/s"]
+    images = (rec.get("needs") or {}).get("images")
+    if images:
+        parts.append(f"{images} image{'s' if images > 1 else ''}")
     ahead = _tiers_ahead(rec)
     if ahead:
         parts.append("skipped: " + "; ".join(f"{s['tier']} ({s['reason']})" for s in ahead))
@@ -126,10 +212,15 @@ def _cmd_chat(args: argparse.Namespace) -> int:
         if not question:
             print("stream chat: no question on stdin", file=sys.stderr)
             return 2
+    try:
+        images = [image_part(path) for path in args.image]
+    except ImageFileError as exc:
+        print(f"stream chat: --image {exc}", file=sys.stderr)
+        return 2
     with _build(args) as llm:
         if question is None:
-            return _interactive(llm, args)
-        messages: list[BaseMessage] = [HumanMessage(question)]
+            return _interactive(llm, args, images)
+        messages: list[BaseMessage] = [_question(question, images)]
         if args.json:
             text, record = _answer(llm, messages, args.tier, None)
             print(json.dumps({"answer": text, "stream": record}, ensure_ascii=False))
@@ -153,9 +244,15 @@ def _context_note(printer: _Printer) -> Any:
     return note
 
 
-def _interactive(llm: Any, args: argparse.Namespace) -> int:
+def _interactive(llm: Any, args: argparse.Namespace,
+                 images: list[dict[str, Any]] | None = None) -> int:
+    """Multi-turn chat; ``images`` go with the first question (and stay in the history)."""
     printer = _Printer(sys.stdout)
     printer.note("STREAM chat: empty line or Ctrl-D to quit.")
+    pending = list(images or [])
+    if pending:
+        printer.note(f"[{len(pending)} image{'s' if len(pending) > 1 else ''} attached to "
+                     "your first question]")
     llm.on_context_event = _context_note(printer)
     history: list[BaseMessage] = []
     while True:
@@ -166,7 +263,8 @@ def _interactive(llm: Any, args: argparse.Namespace) -> int:
             return 0
         if not line or line in {"exit", "quit"}:
             return 0
-        history.append(HumanMessage(line))
+        history.append(_question(line, pending))
+        pending = []
         text, _ = _answer(llm, history, args.tier, printer)
         history.append(AIMessage(text))
 
@@ -192,6 +290,11 @@ def add_chat_commands(sub: Any) -> None:
     chat.add_argument("--tier", choices=["local", "hpc", "cloud"], help="force a tier")
     chat.add_argument("--config", help="settings file (TOML)")
     chat.add_argument("--json", action="store_true", help="print one JSON object")
+    chat.add_argument("--image", action="append", default=[], metavar="PATH",
+                      help="send an image file (PNG, JPEG, GIF or WebP, at most 20 MiB) with "
+                      "the question; repeat for several. Only tiers that take images answer "
+                      "(settings: vision = true). Interactive chat: the images go with the "
+                      "first question and stay in its history")
     chat.add_argument("--max-tokens", type=int,
                       default=int(os.environ.get("STREAM_EMBEDDED_MAX_TOKENS", "256")),
                       help="answer length for the embedded stack (default 256, or "
