@@ -292,3 +292,56 @@ def test_shipped_serializer_is_source_based() -> None:
     assert "def ping" in payload
     restored = serializer.deserialize(payload)
     assert restored is not ping and restored()["ok"]
+
+
+# -- images through the HPC path (issue #16) ----------------------------------------------------
+# No vision model installs here: the node's backend is tests/vision_backend.py, a real
+# OpenAI-compatible HTTP server on loopback that records the image parts it receives and says
+# what it saw (PNG size + SHA-256), standing in for Qwen2.5-VL behind vLLM.
+
+
+@pytest.fixture(scope="module")
+def vision() -> Iterator[Any]:
+    from tests.vision_backend import VisionBackend
+
+    with VisionBackend(model="Qwen2.5-VL-72B-Instruct") as vb:
+        yield vb
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["stream", "batch"])
+def test_an_image_crosses_globus_serialization_and_the_relay(
+    process_engine: ProcessPoolEngine, hpc_relay: tuple[str, str], llama_server: LlamaServer,
+    vision: Any, mode: str,
+) -> None:
+    """ChatStream sends a photo to the vision HPC tier (the text-only local tier is skipped):
+    the request is packed as the SDK packs a task, run on a node-like worker process, the
+    image is posted to the node's backend, and the answer comes back through the encrypted
+    relay (or, in batch mode, as the task's result). The backend got the exact bytes."""
+    from langchain_core.messages import HumanMessage
+    from langchain_openai import ChatOpenAI
+
+    from stream_langchain import ChatStream
+    from tests.stream_langchain.conftest import FixedJudge
+    from tests.vision_backend import describe_image_url, png_data_url
+
+    vision.reset()
+    hpc = ChatHPC(executor=EngineExecutor(process_engine), relay_url=hpc_relay[0],
+                  relay_secret=hpc_relay[1], backend_url=vision.base_url,
+                  model="Qwen2.5-VL-72B-Instruct", max_tokens=64, mode=mode,
+                  profile={"image_inputs": True})
+    local = ChatOpenAI(base_url=llama_server.base_url, api_key="unused",  # type: ignore[arg-type]
+                       model="gemma-3-270m", extra_body={"max_tokens": 8},
+                       profile={"image_inputs": False})
+    llm = ChatStream(local=local, hpc=hpc, judge=FixedJudge("LOW"))
+    image = png_data_url(7, 5)
+    photo = HumanMessage(content=[{"type": "text", "text": "What is in this picture?"},
+                                  {"type": "image_url", "image_url": {"url": image}}])
+    chunks = list(llm.stream([photo]))
+    text = "".join(str(c.content) for c in chunks)
+    assert text == f"I see 1 image: {describe_image_url(image)}."
+    assert vision.last_images == [image]
+    rec = chunks[-1].response_metadata["stream"]
+    assert rec["tier"] == "hpc" and rec["hpc_mode"] == mode
+    assert {"tier": "local", "reason": "no image input: vision=False "
+            "(profile: image_inputs=False)"} in rec["skipped"]
