@@ -85,9 +85,10 @@ class ProxyConfig:
     """Per-identity requests/min, tokens/min, concurrent requests (keys may override)."""
     messages: MessageLimits = field(default_factory=MessageLimits)
     """Messages per request and characters per message."""
-    max_body_bytes: int = 20 * 1024 * 1024
+    max_body_bytes: int = 32 * 1024 * 1024
     """Largest request body accepted (413 past it). Images travel inline as base64, a third
-    larger than the file: 20 MiB takes a 10 MiB photo with room for the conversation."""
+    larger than the file: 32 MiB takes a 20 MiB image (26.7 MiB encoded) and the
+    conversation."""
     # Timeouts
     key_cache_s: float = 5.0
     """How long a verified key is trusted without reading the database."""
@@ -253,14 +254,17 @@ class _Proxy:
     async def read_body(self, request: Request) -> bytes:
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
+        hint = (" (inline images count as base64, 4/3 of the file: send large images by "
+                "http(s) URL, or raise the proxy's max_body_bytes)")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise APIError(413, f"request body is {declared} bytes; the limit is {limit}",
-                           code="body_too_large")
+            raise APIError(413, f"request body is {declared} bytes; the limit is {limit}"
+                                + hint, code="body_too_large")
         chunks, size = [], 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
-                raise APIError(413, f"request body exceeds {limit} bytes", code="body_too_large")
+                raise APIError(413, f"request body exceeds {limit} bytes" + hint,
+                               code="body_too_large")
             chunks.append(chunk)
         return b"".join(chunks)
 
