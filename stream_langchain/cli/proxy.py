@@ -24,7 +24,7 @@ from typing import Any
 __all__ = ["DEFAULTS", "add_proxy_commands"]
 
 DEFAULTS = {"rpm": 60, "tpm": 200_000, "max_concurrent": 4, "max_messages": 500,
-            "max_message_chars": 100_000}
+            "max_message_chars": 100_000, "max_body_bytes": 32 * 1024 * 1024}
 """The proxy's default limits, as the options show them (kept equal to ``Limits`` and
 ``MessageLimits`` by a test; written out so ``stream --help`` does not import the server)."""
 
@@ -178,7 +178,8 @@ def add_proxy_commands(sub: Any) -> None:
     _limit_args(proxy, defaults=True)
     proxy.add_argument("--max-messages", type=int, default=DEFAULTS["max_messages"])
     proxy.add_argument("--max-message-chars", type=int, default=DEFAULTS["max_message_chars"])
-    proxy.add_argument("--max-body-bytes", type=int, default=4 * 1024 * 1024)
+    proxy.add_argument("--max-body-bytes", type=int, default=DEFAULTS["max_body_bytes"],
+                       help="largest request body (inline base64 images count in full)")
     proxy.add_argument("--graceful-timeout", type=float, default=30.0,
                        help="seconds running streams get to finish at shutdown")
     proxy.add_argument("--log-level", default="info",

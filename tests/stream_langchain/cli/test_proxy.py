@@ -25,7 +25,8 @@ def test_defaults_match_the_proxy() -> None:
     assert DEFAULTS == {"rpm": cfg.limits.rpm, "tpm": cfg.limits.tpm,
                         "max_concurrent": cfg.limits.max_concurrent,
                         "max_messages": cfg.messages.max_messages,
-                        "max_message_chars": cfg.messages.max_message_chars}
+                        "max_message_chars": cfg.messages.max_message_chars,
+                        "max_body_bytes": cfg.max_body_bytes}
 
 
 def test_keys_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
