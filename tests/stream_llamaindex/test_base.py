@@ -19,7 +19,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.tools import FunctionTool
 from pydantic import Field, ValidationError
 
-from stream_langchain import AllTiersFailed, ChatStream, KeywordJudge
+from stream_langchain import CapabilityError, ChatStream, KeywordJudge
 from stream_llamaindex import StreamLLM, StreamRoutingEvent
 from tests.stream_llamaindex.conftest import MAX_TOKENS
 
@@ -280,14 +280,15 @@ def test_unsupported_block_is_refused(llm: StreamLLM) -> None:
 
 
 def test_tools_on_a_stack_that_cannot_call_them() -> None:
-    """chat_with_tools on the Gemma base model fails with the engine's reason, no fake call."""
+    """chat_with_tools on the Gemma base model (profile: no tool calling) is ChatStream's
+    CapabilityError naming tool calling, raised before any tier is called; no fake call."""
     from stream_langchain.tiers.llamacpp import ChatLlamaCpp, bundled_model_path
 
     gemma = ChatLlamaCpp(model_path=bundled_model_path(), max_tokens=MAX_TOKENS)
     llm = StreamLLM(chat_stream=ChatStream(local=gemma, judge=KeywordJudge()))
     tool = FunctionTool.from_defaults(fn=lambda a, b: a + b, name="add",
                                       description="Add two numbers.")
-    with pytest.raises(AllTiersFailed, match="does not support tool calling"):
+    with pytest.raises(CapabilityError, match="needs tool calling.*local: no tool calling"):
         llm.chat_with_tools([tool], user_msg="Add 2 and 3.")
 
 
