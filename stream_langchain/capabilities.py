@@ -68,13 +68,14 @@ class Capabilities:
         """``key=value (source)``, for skip reasons.
 
         Example:
-            >>> Capabilities().why("vision")
-            'vision unknown (no profile; set capabilities={tier: {"vision": True}})'
+            >>> print(Capabilities().why("vision"))
+            vision unknown (no profile; set capabilities={tier: {"vision": True}} or vision = true
+            in the tier settings)
         """
         value = getattr(self, key)
         if value is None:
             return (f"{key} unknown (no profile; set capabilities={{tier: "
-                    f"{{\"{key}\": True}}}})")
+                    f"{{\"{key}\": True}}}} or {key} = true in the tier settings)")
         return f"{key}={value} ({self.sources.get(key, 'profile')})"
 
 

@@ -16,19 +16,40 @@ Off, with the measured reason:
   sees two ``on_chat_model_start`` events (the router's run and the tier model's child run)
   where it expects one, a property of ChatStream's callback plumbing, not of the model;
 - JSON mode: ChatLlamaCpp offers no ``method="json_mode"``;
-- images, PDFs, audio: the models read text only.
+- PDFs, audio, images inside tool messages: no tier here reads them.
+
+Images are on, per tier capability: the text-only 0.5B is the local tier (its profile says
+``image_inputs: False``), and a vision tier is configured as cloud with
+``capabilities={"cloud": {"vision": True, "tools": False}}``. No vision model installs here,
+so that tier is the real ``ChatOpenAI`` client against tests/vision_backend.py, a real
+OpenAI-compatible HTTP server on loopback that records the image parts it receives. Text and
+tool questions are judged LOW and answered locally; image questions skip local (no image
+input) and go to the vision tier. The suite downloads its test image from GitHub; with no
+internet here, that one download is served from the same loopback server.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from stream_langchain import ChatStream
-from stream_langchain.judges import KeywordJudge
+from tests.stream_langchain.conftest import FixedJudge, openai_model
+from tests.vision_backend import VisionBackend, png_bytes
+
+
+@functools.lru_cache(maxsize=1)
+def _vision() -> VisionBackend:
+    """One loopback vision server for the module (a daemon thread; gone with the process)."""
+    vb = VisionBackend()
+    vb.start()
+    return vb
 
 
 def _params() -> dict[str, Any]:
@@ -37,7 +58,30 @@ def _params() -> dict[str, Any]:
     # 100 tokens, as the suite's own max_tokens (which ChatStream does not pass to its tiers):
     # a tool call is a whole JSON object, and a call cut short is no call.
     return {"local": ChatLlamaCpp(max_tokens=100, seed=1, temperature=0),
-            "judge": KeywordJudge()}
+            "cloud": openai_model(_vision().base_url, "vision-stub"),
+            "capabilities": {"cloud": {"vision": True, "tools": False}},
+            "judge": FixedJudge("LOW")}
+
+
+@pytest.fixture(autouse=True)
+def _suite_image_from_loopback(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The suite's test_image_inputs downloads its image from GitHub: with no internet here,
+    that download is served from the loopback vision server; afterwards, the vision tier
+    must have received that image from ChatStream (inline, and by URL)."""
+    if not request.node.name.startswith("test_image_inputs"):
+        yield
+        return
+    vb = _vision()
+    image = png_bytes(64, 48)
+    real_get = httpx.get
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(httpx, "get", lambda url, **kw: real_get(vb.serve("test.png", image), **kw))
+        vb.reset()
+        yield
+    assert vb.images, "no image reached the vision tier"
+    assert all(len(urls) == 1 for urls in vb.images)
+    assert vb.images[0][0].startswith("data:image/png;base64,")
+    assert any(u[0].startswith("https://") for u in vb.images)  # the suite's URL form
 
 
 class _Flags:
@@ -54,9 +98,9 @@ class _Flags:
     has_structured_output = False  # see the module docstring: a callback count, not the model
     # Not offered through with_structured_output(method="json_mode") by ChatLlamaCpp.
     supports_json_mode = False
-    # The text-only models read no images, PDFs or audio.
-    supports_image_inputs = False
-    supports_image_urls = False
+    # Images: the vision tier (see the module docstring). PDFs, audio: no tier reads them.
+    supports_image_inputs = True
+    supports_image_urls = True
     supports_pdf_inputs = False
     supports_audio_inputs = False
     supports_image_tool_message = False
@@ -78,15 +122,5 @@ class TestChatStreamUnit(_Flags, ChatModelUnitTests):
 
 @pytest.mark.slow
 class TestChatStreamIntegration(_Flags, ChatModelIntegrationTests):
-    @pytest.mark.xfail(strict=True, raises=ValueError,
-                       reason="ChatStream routes text content only: the history's Anthropic-"
-                       "style 'tool_use' content part is refused before any tier sees it")
-    def test_tool_message_histories_list_content(self, model: Any, my_adder_tool: Any) -> None:
-        super().test_tool_message_histories_list_content(model, my_adder_tool)
-
-    @pytest.mark.xfail(strict=False, raises=ValueError,
-                       reason="with output_version='v1' the tool call comes back as a "
-                       "'tool_call' content block, which ChatStream (text content only) refuses "
-                       "in the next turn's history; the plain-message loop passes (XPASS)")
-    def test_agent_loop(self, model: Any) -> None:
-        super().test_agent_loop(model)
+    """The suite as published; test_image_inputs gets its image from loopback (see
+    ``_suite_image_from_loopback``)."""
