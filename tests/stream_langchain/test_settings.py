@@ -165,3 +165,28 @@ def test_judge_kinds_build_the_named_judges(kind: str, name: str) -> None:
 
 def test_default_settings_use_the_default_judge() -> None:
     assert Settings.load({}).stream.judge == "auto"
+
+
+def test_capability_keys_and_windows_from_profiles() -> None:
+    """``vision`` / ``tools`` per tier become ChatStream capabilities; an unset cloud window
+    comes from the model's LangChain profile (gpt-4o-mini: 128000), a set one wins, and a
+    model without a profile gets the paper's default; ``image_tokens`` reaches the router."""
+    env = {"OPENAI_API_KEY": "sk-test-not-a-secret"}
+    llm = ChatStream.from_settings({
+        "local": {"model": "llama3.2:1b", "vision": True, "tools": False},
+        "cloud": {"model": "gpt-4o-mini"},
+        "context": {"image_tokens": 300}}, env=env, judge=KeywordJudge())
+    assert llm.capabilities == {"local": {"vision": True, "tools": False}}
+    assert llm.tier_capabilities["local"].vision is True
+    assert llm.tier_capabilities["local"].tools is False
+    assert "cloud" not in llm.context_windows and llm._window("cloud") == 128000
+    assert llm.image_tokens == 300
+    set_window = ChatStream.from_settings({"cloud": {"model": "gpt-4o-mini",
+                                                     "context_window": 64000}},
+                                          env=env, judge=KeywordJudge())
+    assert set_window._window("cloud") == 64000
+    unknown = ChatStream.from_settings({"cloud": {"model": "my-own-model"}}, env=env,
+                                       judge=KeywordJudge())
+    assert unknown._window("cloud") == 128000 and unknown.context_windows["cloud"] == 128000
+    with pytest.raises(SettingsError, match="vision"):
+        Settings.load({"cloud": {"model": "m", "vision": "yes please"}}, env={})
