@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
     ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--group-by", default=None,
+                    help="a row key such as 'domain': leave one group out (train on the "
+                    "others, test on it) instead of stratified k-fold")
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=5e-5)
     ap.add_argument("--batch", type=int, default=16)
@@ -209,9 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     torch_probs = np.zeros((len(rows), len(LABELS)))
     np_logits = np.zeros((len(rows), len(LABELS)))
     t0 = time.perf_counter()
-    skf = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
+    if args.group_by:
+        from sklearn.model_selection import LeaveOneGroupOut
+
+        groups = [r[args.group_by] for r in rows]
+        splits = list(LeaveOneGroupOut().split(texts, y, groups))
+    else:
+        skf = StratifiedKFold(args.folds, shuffle=True, random_state=args.seed)
+        splits = list(skf.split(texts, y))
+    per_group: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for k, (tr, te) in enumerate(skf.split(texts, y)):
+        for k, (tr, te) in enumerate(splits):
             enc, head, tok = _train([texts[i] for i in tr], y[tr], **hp)
             with torch.no_grad():
                 for s in range(0, len(te), 64):
@@ -228,6 +239,10 @@ def main(argv: list[str] | None = None) -> int:
             acc_n = float(np.mean(np_logits[te].argmax(1) == y[te]))
             print(f"fold {k}: accuracy {acc_t:.3f} torch, {acc_n:.3f} numpy int8 "
                   f"({time.perf_counter() - t0:.0f} s)", flush=True)
+            if args.group_by:
+                held = rows[te[0]][args.group_by]
+                per_group[held] = metrics([LABELS[i] for i in y[te]],
+                                          [LABELS[i] for i in np_logits[te].argmax(1)])
     temperature = _fit_temperature(np_logits, y)
     np_probs = _softmax(np_logits / temperature)
     threshold = _high_threshold(np_probs[:, LABELS.index("HIGH")], y, args.min_retention)
@@ -237,8 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     truth = [LABELS[i] for i in y]
     report: dict[str, Any] = {
         "judge": "all-MiniLM-L6-v2 fine-tuned end to end (mean pooling + linear head)",
-        "evaluation": f"stratified {args.folds}-fold cross-validation, seed {args.seed}; "
-        "each fold's model trained on the other folds only",
+        "evaluation": (f"leave one {args.group_by} out ({len(splits)} folds): each model "
+                       f"trained on the other {args.group_by}s only" if args.group_by else
+                       f"stratified {args.folds}-fold cross-validation, seed {args.seed}; "
+                       "each fold's model trained on the other folds only"),
         **hp,
         "torch_float32_argmax": metrics(truth, [LABELS[i] for i in torch_probs.argmax(1)]),
         "numpy_int8_argmax": metrics(truth, [LABELS[i] for i in np_probs.argmax(1)]),
@@ -249,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
         "numpy_int8_sweep": _sweep(np_probs, y),
         "seconds": round(time.perf_counter() - t0, 1),
     }
+    if per_group:
+        report["per_group"] = per_group
     ok = [s for s in report["numpy_int8_sweep"] if s["retention"] >= 0.85]
     report["best_high_recall_at_85pct_retention"] = max((s["high_recall"] for s in ok),
                                                         default=None)
