@@ -30,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from stream_langchain.chat_model import CASCADE_HIGH_THRESHOLD, ESCALATE_BELOW  # noqa: E402
+from stream_langchain.judges.default import CASCADE_HIGH_THRESHOLD, ESCALATE_BELOW  # noqa: E402
 from stream_langchain.judges.embedded import decide_label  # noqa: E402
 from stream_langchain.judges.evaluate import (  # noqa: E402
     LABELS,
@@ -56,12 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cascade-high-threshold", type=float, default=CASCADE_HIGH_THRESHOLD,
                     help="the transformer's P(HIGH) threshold inside the cascade "
                     "(default: the default judge's)")
+    ap.add_argument("--group-by", default=None,
+                    help="leave one group out (e.g. 'domain'), matching a finetune run made "
+                    "with the same --group-by")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
 
     rows = load_queries(args.data or default_dataset(), require_labels=True)
     truth = [r["ground_truth"] for r in rows]
-    emb = cross_validate_embedded(rows, progress=False)
+    emb = cross_validate_embedded(rows, progress=False, group_by=args.group_by)
     p_emb = np.asarray(emb["_probs"])
     emb_pred = list(emb["_predictions"])  # thresholded inside each training fold
     emb_ms = np.asarray(emb["_latencies_ms"])
@@ -89,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
                       **{k: m[k] for k in ("accuracy", "macro_f1", "low_recall", "high_recall",
                                            "free_tier_retention")},
                       "p50_ms_est": m["latency_ms"]["p50"], "p95_ms_est": m["latency_ms"]["p95"]})
-    out = {"protocol": "stratified 5-fold CV (seed 0): out-of-fold decisions of both judges; "
+    split = (f"leave one {args.group_by} out" if args.group_by
+             else "stratified 5-fold CV (seed 0)")
+    out = {"protocol": f"{split}: out-of-fold decisions of both judges; "
            "the embedded judge's HIGH threshold chosen inside each training fold, the "
            "transformer's on its out-of-fold predictions",
            "transformer_high_threshold": {"alone": thr,
