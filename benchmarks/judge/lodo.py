@@ -6,9 +6,11 @@ is scored as is. Nothing is tuned on these figures.
 
     .venv/bin/python -m benchmarks.judge.lodo          # about 2 minutes; JSON + PNG out
 
-The fine-tuned encoder (``scripts/judge_finetune_cv.py``) needs torch to retrain per domain and
-is not part of this run; its shipped model saw every domain, so scoring it here would not be
-held out.
+The fine-tuned encoder needs torch to retrain per domain, so it is not part of this run (its
+shipped model saw every domain: scoring it here would not be held out); its leave-one-domain-out
+figures come from ``scripts/judge_finetune_cv.py --group-by domain`` (``finetune_lodo.json``)
+and the default cascade's from ``scripts/judge_cascade_sim.py --group-by domain``
+(``cascade_sim_lodo.json``); benchmarks/judge/README.md puts them side by side.
 """
 
 from __future__ import annotations
