@@ -34,6 +34,7 @@ from stream_langchain.proxy.schema import (
     MessageLimits,
     image_part,
     parse_chat_request,
+    part_error,
     validate_body,
 )
 
@@ -84,15 +85,9 @@ def _parts(content: Any, i: int, role: Any) -> Any:
                                code="unsupported_content")
             out.append(image_part(part.get("image_url"), part.get("detail"),
                                   url_param=f"{at}.image_url", detail_param=f"{at}.detail"))
-        elif kind == "input_image":
-            raise APIError(400, f"{at} is an image in a {role!r} message; images are accepted "
-                                "in 'user' messages only", param=f"{at}.type",
-                           code="unsupported_content")
         else:
-            supported = "input_text, input_image" if role == "user" else "input_text, output_text"
-            raise APIError(400, f"{at} has type {kind!r}, which STREAM does not support here "
-                                f"(supported: {supported})", param=f"{at}.type",
-                           code="unsupported_content")
+            raise part_error(at, kind, role, "input_text, input_image" if role == "user"
+                             else "input_text, output_text")
     return out
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "completion_body",
     "image_part",
     "parse_chat_request",
+    "part_error",
     "usage_body",
 ]
 
@@ -178,6 +179,18 @@ def image_part(url: Any, detail: Any, *, url_param: str,
     return {"type": "image_url", "image_url": image}
 
 
+def part_error(at: str, kind: Any, role: str, supported: str) -> APIError:
+    """The 400 for a content part at ``at`` that cannot be taken: an image outside a user turn,
+    or a part type outside ``supported`` (shared by chat completions and Responses)."""
+    if kind in ("image_url", "input_image"):
+        return APIError(400, f"{at} is an image in a {role!r} message; images are accepted in "
+                             "'user' messages only", param=f"{at}.type",
+                        code="unsupported_content")
+    return APIError(400, f"{at} has type {kind!r}, which STREAM does not support in {role!r} "
+                         f"messages (supported content part types: {supported})",
+                    param=f"{at}.type", code="unsupported_content")
+
+
 def _content(content: Any, i: int, role: str) -> Any:
     """A message's content as ChatStream takes it: a string, or (user and assistant turns)
     text and, in user turns, image parts."""
@@ -216,16 +229,9 @@ def _content(content: Any, i: int, role: str) -> Any:
             parts.append(image_part(image.get("url"), image.get("detail"),
                                     url_param=f"{at}.image_url.url",
                                     detail_param=f"{at}.image_url.detail"))
-        elif kind == "image_url":
-            raise APIError(400, f"{at} is an image in a {role!r} message; images are "
-                                "accepted in 'user' messages only", param=f"{at}.type",
-                           code="unsupported_content")
         else:
-            supported = "'text', 'image_url'" if role == "user" else "'text'"
-            raise APIError(400, f"{at} has type {kind!r}, which STREAM does not support in "
-                                f"{role!r} messages (supported content part types: "
-                                f"{supported})", param=f"{at}.type",
-                           code="unsupported_content")
+            raise part_error(at, kind, role,
+                             "'text', 'image_url'" if role == "user" else "'text'")
     if role != "assistant" and role != "user":
         return "".join(p["text"] for p in parts)
     return parts
