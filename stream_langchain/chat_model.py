@@ -23,7 +23,13 @@ from langchain_core.tools import BaseTool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import check_messages, latest_user_text
-from stream_langchain._run import AllTiersFailed, RequestRun, model_name
+from stream_langchain._run import (
+    AllTiersFailed,
+    RequestRun,
+    atier_stream,
+    model_name,
+    tier_stream,
+)
 from stream_langchain.capabilities import (
     Capabilities,
     request_needs,
@@ -33,15 +39,17 @@ from stream_langchain.capabilities import (
 from stream_langchain.context import (
     IMAGE_TOKENS,
     ContextFitter,
-    SummarizingFitter,
+    MemoryFitter,
     afit_with,
     count_text_tokens,
     count_tokens,
     estimate_with,
     fit_with,
     model_counter,
+    prepare_with,
 )
 from stream_langchain.judges import Complexity, Judge, Judgement, default_judge
+from stream_langchain.ollama import OllamaProbe, OllamaTier, is_ollama
 from stream_langchain.routing import (
     TIERS,
     CapabilityError,
@@ -59,6 +67,9 @@ CONFIG_KEY = "stream_tier"
 """``RunnableConfig["configurable"]`` key that forces a tier inside chains."""
 
 _ROUTER_KWARGS = frozenset({"tier", "tools", "tool_choice"})
+# A forced tier is not judged (DESIGN: request path, step 2): the record says ``judge: forced``
+# and, with nothing judged, the neutral MEDIUM at confidence 0.
+_FORCED = Judgement(complexity=Complexity.MEDIUM, confidence=0.0, judge="forced")
 
 
 # Standard parameter -> the field names tier models use for it, in order of preference.
@@ -186,7 +197,7 @@ class ChatStream(BaseChatModel):
     ``max_tokens``, at most half the window)."""
     summarizer: ContextFitter | None = None
     """Makes the context fit each tier's budget (window minus reserve). ``None``: a
-    :class:`~stream_langchain.context.SummarizingFitter` over ``summarizer_model`` when
+    :class:`~stream_langchain.context.MemoryFitter` over ``summarizer_model`` when
     ``summarize`` is on."""
     summarizer_model: BaseChatModel | None = None
     """The model that writes summaries for the default fitter (default: the local tier)."""
@@ -209,6 +220,10 @@ class ChatStream(BaseChatModel):
     """Window over which tier failures are counted."""
     cooldown_s: float = Field(30.0, gt=0)
     """How long an open circuit keeps a tier out of routing."""
+    ollama_probe: OllamaProbe | None = Field(default=None, exclude=True)
+    """Learns the window and capabilities of ``ChatOllama`` tiers from the Ollama server and
+    sets the ceiling (``max_num_ctx``) and first-token timeouts (warm, cold load) of what is
+    sent; ``None``: ``OllamaProbe()``. See :mod:`stream_langchain.ollama`."""
     circuit_breaker: CircuitBreaker | None = Field(default=None, exclude=True)
     """A breaker to use instead of one built from the three fields above (for example one
     shared by several ChatStreams, or with an injected clock)."""
@@ -234,6 +249,7 @@ class ChatStream(BaseChatModel):
     _closers: list[Callable[[], None]] = PrivateAttr(default_factory=list)
     _fitter: ContextFitter | None = PrivateAttr(default=None)
     _caps: dict[str, Capabilities] = PrivateAttr(default_factory=dict)
+    _ollama: dict[str, OllamaTier] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _build(self) -> ChatStream:
@@ -253,12 +269,16 @@ class ChatStream(BaseChatModel):
         params = {"temperature": self.temperature, "max_tokens": self.max_tokens,
                   "timeout": self.timeout, "max_retries": self.max_retries}
         self._tier_models = {t: _with_params(m, params) for t, m in self.tiers.items()}
+        probe = self.ollama_probe or OllamaProbe()
+        self._ollama = {t: OllamaTier(m, probe) for t, m in self._tier_models.items()
+                        if is_ollama(m)}
+        self._tier_models.update({t: o.model for t, o in self._ollama.items()})
         for tier in self.context_reserve:
             validate_tier(tier)
         self._fitter = self.summarizer
         writer = self.summarizer_model or self._tier_models.get("local")
         if self._fitter is None and self.summarize and writer is not None:
-            self._fitter = SummarizingFitter(
+            self._fitter = MemoryFitter(
                 writer, breaker=self._breaker, image_tokens=self.image_tokens,
                 counters={t: model_counter(m, image_tokens=self.image_tokens)
                           for t, m in self._tier_models.items()})
@@ -505,7 +525,8 @@ class ChatStream(BaseChatModel):
 
     def _tier_model(self, tier: str, kwargs: dict[str, Any]) -> tuple[Runnable[Any, Any],
                                                                         dict[str, Any]]:
-        base = self._tier_models[tier]
+        ollama = self._ollama.get(tier)
+        base = self._tier_models[tier] if ollama is None else ollama.request_model()
         model: Runnable[Any, Any] = base
         tools = kwargs.get("tools")
         if tools:
@@ -522,7 +543,25 @@ class ChatStream(BaseChatModel):
 
     def _window(self, tier: str) -> int | None:
         window = self.context_windows.get(tier, self._caps[tier].context_window)
+        if tier in self._ollama and isinstance(window, int):
+            window = self._ollama[tier].cap(window)  # never above the trained length
         return window if isinstance(window, int) and window > 0 else None
+
+    def _learn_wanted(self, kwargs: dict[str, Any]) -> list[str]:
+        """Ollama tiers to learn about before routing: healthy ones this request may use."""
+        return [t for t in self._ollama if kwargs.get("tier") in (None, t)
+                and self._breaker.allow(t)]
+
+    def _learned(self, tier: str, caps: Capabilities | None) -> None:
+        if caps is not None:
+            self._caps[tier] = tier_capabilities(self.tiers[tier], self.capabilities.get(tier),
+                                                 learned=caps)
+        self._ollama[tier].use_window(self._window(tier))
+
+    def _explain(self, tier: str, exc: BaseException) -> BaseException:
+        """A tier's error as the user should read it (Ollama's, see OllamaTier.explain)."""
+        ollama = self._ollama.get(tier)
+        return exc if ollama is None else ollama.explain(exc)
 
     def _budget_tokens(self, tier: str) -> int:
         """The prompt budget for ``tier``: its window minus the answer's reserve."""
@@ -534,6 +573,22 @@ class ChatStream(BaseChatModel):
             limit = self.max_tokens or _answer_limit(self._tier_models[tier]) or 4096
             reserve = min(limit, window // 2)
         return max(window - reserve, 0)
+
+    def _prepare_context(self, run: RequestRun) -> None:
+        """After an answer: let the fitter start the summary the next request will want
+        (in the background; sized for the smallest window among the tiers)."""
+        if self._fitter is None or not run.partial:
+            return
+        windowed = [t for t in self.tiers if self._window(t)]
+        if not windowed:
+            return
+        tier = min(windowed, key=self._budget_tokens)
+        history = [*run.messages, AIMessage("".join(run.partial))]
+        try:
+            prepare_with(self._fitter, history, budget_tokens=self._budget_tokens(tier),
+                         tier=tier)
+        except Exception as exc:  # preparing ahead must never fail an answer
+            logger.warning("context preparation failed: %s: %s", type(exc).__name__, exc)
 
     def _emitter(self, run_manager: CallbackManagerForLLMRun | None,
                  ) -> Callable[[str, dict[str, Any]], None]:
@@ -571,12 +626,17 @@ class ChatStream(BaseChatModel):
     def _succeeded(self, run: RequestRun, tier: str) -> ChatGenerationChunk:
         self._breaker.record_success(tier)
         record = run.record(tier)
+        if tier in self._ollama:
+            self._ollama[tier].on_success()
+            record["ollama"] = self._ollama[tier].record()
         usage = dict(run.usage)
+        # A tier that reports no usage, or no prompt tokens, is counted here so budgets never
+        # see a free answer; the record says these numbers are estimates.
+        if not usage["input_tokens"]:
+            usage["input_tokens"] = run.context_tokens
+            record["usage_estimated"] = True
         if not usage["output_tokens"] and run.partial:
-            # The tier reported no usage (llama.cpp's server does not when streaming):
-            # count it ourselves so budgets never see a free answer.
-            usage = {"input_tokens": run.context_tokens,
-                     "output_tokens": count_text_tokens("".join(run.partial))}
+            usage["output_tokens"] = count_text_tokens("".join(run.partial))
             record["usage_estimated"] = True
         record["usage"] = usage
         if tier == "cloud":
@@ -590,7 +650,12 @@ class ChatStream(BaseChatModel):
             record["cloud_budget_remaining_usd"] = round(self._budget.remaining_usd, 6)
         if self.high_threshold > 0:
             record["high_threshold"] = self.high_threshold
-        return run.final_chunk(record)
+        final = run.final_chunk(record)
+        added = {k: usage[k] - run.usage[k] for k in ("input_tokens", "output_tokens")}
+        if any(added.values()):  # the estimate reaches usage callbacks too, once
+            final.message.usage_metadata = {**added,  # type: ignore[attr-defined]
+                                            "total_tokens": sum(added.values())}
+        return final
 
     def _stream(
         self,
@@ -602,7 +667,9 @@ class ChatStream(BaseChatModel):
         started = time.perf_counter()
         stop = stop or self.stop
         text, tokens = self._begin(messages, kwargs)
-        judgement = self._judge.judge(text)
+        judgement = _FORCED if kwargs.get("tier") is not None else self._judge.judge(text)
+        for tier in self._learn_wanted(kwargs):
+            self._learned(tier, self._ollama[tier].learn())
         run = self._route(messages, judgement, tokens, kwargs, started)
         for tier in run.plan.order:
             try:
@@ -618,16 +685,20 @@ class ChatStream(BaseChatModel):
                     continue
                 msgs = fitted.messages
             try:
-                for message in model.stream(msgs, stop=stop, **forward):
+                if tier in self._ollama:
+                    self._ollama[tier].check()
+                for message in tier_stream(model, msgs, stop=stop, **forward):
                     chunk = run.on_chunk(tier, message)
                     if run_manager and chunk.text:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             except Exception as exc:
                 self._breaker.record_failure(tier)
-                run.on_error(tier, exc)
+                run.on_error(tier, self._explain(tier, exc))
                 continue
-            yield self._succeeded(run, tier)
+            final = self._succeeded(run, tier)
+            self._prepare_context(run)
+            yield final
             return
         raise run.all_failed()
 
@@ -641,7 +712,10 @@ class ChatStream(BaseChatModel):
         started = time.perf_counter()
         stop = stop or self.stop
         text, tokens = self._begin(messages, kwargs)
-        judgement = await self._judge.ajudge(text)
+        judgement = (_FORCED if kwargs.get("tier") is not None
+                     else await self._judge.ajudge(text))
+        for tier in self._learn_wanted(kwargs):
+            self._learned(tier, await self._ollama[tier].alearn())
         run = self._route(messages, judgement, tokens, kwargs, started)
         for tier in run.plan.order:
             try:
@@ -658,16 +732,20 @@ class ChatStream(BaseChatModel):
                     continue
                 msgs = fitted.messages
             try:
-                async for message in model.astream(msgs, stop=stop, **forward):
+                if tier in self._ollama:
+                    self._ollama[tier].check()
+                async for message in atier_stream(model, msgs, stop=stop, **forward):
                     chunk = run.on_chunk(tier, message)
                     if run_manager and chunk.text:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             except Exception as exc:
                 self._breaker.record_failure(tier)
-                run.on_error(tier, exc)
+                run.on_error(tier, self._explain(tier, exc))
                 continue
-            yield self._succeeded(run, tier)
+            final = self._succeeded(run, tier)
+            self._prepare_context(run)
+            yield final
             return
         raise run.all_failed()
 

@@ -78,6 +78,30 @@ def test_override_kwarg_config_and_chain(local_model: BaseChatModel, hpc_model: 
     assert isinstance(text, str) and text
 
 
+class CountingJudge(FixedJudge):
+    """A FixedJudge that counts its calls."""
+
+    calls = 0
+
+    def _judge(self, text: str) -> Any:
+        self.calls += 1
+        return super()._judge(text)
+
+
+async def test_a_forced_tier_runs_no_judge(local_model: BaseChatModel) -> None:
+    """tier= (kwarg or config) skips the judge, sync and async; the record says judge=forced."""
+    judge = CountingJudge("LOW")
+    llm = ChatStream(local=local_model, judge=judge, max_tokens=2)
+    rec = llm.invoke("hi", tier="local").response_metadata["stream"]
+    cfg = {"configurable": {"stream_tier": "local"}}
+    arec = (await llm.ainvoke("hi", config=cfg)).response_metadata["stream"]  # type: ignore[arg-type]
+    assert judge.calls == 0
+    for r in (rec, arec):
+        assert r["judge"] == "forced" and r["override"] == "local" and r["tier"] == "local"
+    assert llm.invoke("hi").response_metadata["stream"]["judge"] == "fixed-low"
+    assert judge.calls == 1
+
+
 def test_privacy_never_sends_to_cloud(local_model: BaseChatModel, hpc_model: BaseChatModel,
                                       dead_model: BaseChatModel) -> None:
     """allow_cloud=False skips cloud even for HIGH and refuses a cloud override."""
