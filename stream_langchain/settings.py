@@ -43,6 +43,14 @@ A settings file looks like this (every section and key is optional)::
     failure_window_s = 60
     cooldown_s = 30
 
+    [proxy.globus]              # `stream proxy --auth keys,globus` (see docs/globus.md)
+    client_id = "..."           # the proxy's Globus Auth client (resource server)
+    client_secret_env = "STREAM_GLOBUS_CLIENT_SECRET"
+    allowed_domains = ["uchicago.edu"]
+    required_scope = "https://auth.globus.org/scopes/<client_id>/inference"   # optional
+    required_group = "..."      # optional Globus group id
+    admin_identities = ["ops@uchicago.edu"]   # usernames or identity ids (optional)
+
     [budget]
     cloud_usd = 5.0
     [budget.prices."gpt-4o-mini"]
@@ -76,8 +84,10 @@ __all__ = [
     "BudgetSettings",
     "CloudSettings",
     "ContextSettings",
+    "GlobusSettings",
     "HPCSettings",
     "LocalSettings",
+    "ProxySettings",
     "RoutingSettings",
     "Settings",
     "SettingsError",
@@ -242,6 +252,51 @@ class BudgetSettings(_Section):
     prices: dict[str, Price] = Field(default_factory=dict)
 
 
+class GlobusSettings(_Section):
+    """Globus identities on the proxy (:class:`~stream_langchain.proxy.globus.GlobusAuth`)."""
+
+    client_id: str
+    """The proxy's Globus Auth client id: the resource server tokens must be issued for."""
+    client_secret_env: str = "STREAM_GLOBUS_CLIENT_SECRET"  # noqa: S105 (a variable name)
+    """The NAME of the environment variable holding the client secret."""
+    allowed_domains: tuple[str, ...] = Field(min_length=1)
+    """A linked identity's username must end in ``@`` one of these (``uchicago.edu``)."""
+    required_scope: str | None = None
+    """A scope the token must carry (default: its audience must include ``client_id``)."""
+    required_group: str | None = None
+    """A Globus group id the user must be an active member of."""
+    admin_identities: tuple[str, ...] = ()
+    """Usernames or identity ids with admin rights (``/v1/admin/usage``)."""
+    admin_groups: tuple[str, ...] = ()
+    """Globus group ids whose members have admin rights."""
+    cache_s: float = Field(60.0, gt=0.0, le=600.0)
+    """Longest an introspection verdict is reused (never past the token's expiry)."""
+    timeout_s: float = Field(10.0, gt=0.0)
+    """HTTP timeout of one call to Globus Auth or Groups."""
+
+    def client_secret(self, env: Mapping[str, str] | None = None) -> SecretStr:
+        """The secret, read from ``client_secret_env``.
+
+        Raises:
+            SettingsError: the variable is unset or empty (names it, never a value).
+        """
+        source = os.environ if env is None else env
+        value = source.get(self.client_secret_env, "")
+        if not value:
+            raise SettingsError(
+                f"[proxy.globus] is configured (client {self.client_id}) but the environment "
+                f"variable {self.client_secret_env} that should hold its client secret is "
+                "unset or empty")
+        return SecretStr(value)
+
+
+class ProxySettings(_Section):
+    """``stream proxy``'s settings."""
+
+    globus: GlobusSettings | None = None
+    """Globus sign-in (``--auth globus``); ``None``: not configured."""
+
+
 class Settings(_Section):
     """The whole configuration. Build with :meth:`load`."""
 
@@ -252,6 +307,7 @@ class Settings(_Section):
     context: ContextSettings = ContextSettings()
     routing: RoutingSettings = RoutingSettings()
     budget: BudgetSettings = BudgetSettings()
+    proxy: ProxySettings = ProxySettings()
     source: str | None = None
     """Where the settings came from (file path), for error messages."""
 

@@ -48,6 +48,28 @@ def _build_chat(args: argparse.Namespace) -> Any:
     return ChatStream.embedded(max_tokens=args.max_tokens, **overrides)
 
 
+def _auth_methods(value: str) -> tuple[str, ...]:
+    """``--auth keys,globus`` -> ``("keys", "globus")``."""
+    methods = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
+    bad = [m for m in methods if m not in ("keys", "globus")]
+    if not methods or bad:
+        raise argparse.ArgumentTypeError(f"expected keys, globus or keys,globus; got {value!r}")
+    return methods
+
+
+def _globus(args: argparse.Namespace) -> Any:
+    """The Globus authenticator from the settings' ``[proxy.globus]`` (``--auth globus``)."""
+    from stream_langchain.proxy.globus import GlobusAuth
+    from stream_langchain.settings import Settings, default_config_path
+
+    path = args.config or default_config_path()
+    settings = Settings.load(path) if path is not None else None
+    if settings is None or settings.proxy.globus is None:
+        raise ValueError("--auth globus needs a [proxy.globus] section in the settings file "
+                         f"({path or 'none found: pass --config'}); see docs/globus.md")
+    return GlobusAuth.from_settings(settings.proxy.globus)
+
+
 def _cmd_proxy(args: argparse.Namespace) -> int:
     from stream_langchain.proxy import Limits, MessageLimits, ProxyConfig, create_app, serve
 
@@ -57,11 +79,12 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
         limits=Limits(rpm=args.rpm, tpm=args.tpm, max_concurrent=args.concurrency),
         messages=MessageLimits(max_messages=args.max_messages,
                                max_message_chars=args.max_message_chars),
-        max_body_bytes=args.max_body_bytes)
+        max_body_bytes=args.max_body_bytes, auth=args.auth)
+    globus = _globus(args) if "globus" in args.auth else None
     store = _store(args)
     try:
         with _build_chat(args) as chat:
-            app = create_app(chat, store=store, config=config)
+            app = create_app(chat, store=store, config=config, globus=globus)
             print(f"stream proxy: http://{args.host}:{args.port}/v1 (models: "
                   f"{', '.join(['stream'] + [f'stream-{t}' for t in chat.tiers])}); "
                   f"keys and usage in {store.url_safe}", file=sys.stderr, flush=True)
@@ -180,6 +203,9 @@ def add_proxy_commands(sub: Any) -> None:
     proxy.add_argument("--max-message-chars", type=int, default=DEFAULTS["max_message_chars"])
     proxy.add_argument("--max-body-bytes", type=int, default=DEFAULTS["max_body_bytes"],
                        help="largest request body (inline base64 images count in full)")
+    proxy.add_argument("--auth", type=_auth_methods, default=("keys",), metavar="METHODS",
+                       help="who may call: keys (STREAM API keys, the default), globus (Globus "
+                       "Auth tokens, settings [proxy.globus]) or keys,globus")
     proxy.add_argument("--graceful-timeout", type=float, default=30.0,
                        help="seconds running streams get to finish at shutdown")
     proxy.add_argument("--log-level", default="info",

@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from stream_langchain._run import AllTiersFailed, TierFailure, describe, model_name
 from stream_langchain.chat_model import ChatStream
 from stream_langchain.context import count_text_tokens, count_tokens
-from stream_langchain.proxy.auth import Identity, KeyRing
+from stream_langchain.proxy.auth import Authenticator, Authenticators, Identity, KeyAuth, KeyRing
 from stream_langchain.proxy.errors import APIError
 from stream_langchain.proxy.limits import Limiter, Limits, Permit
 from stream_langchain.proxy.ops import AccessLog, Metrics
@@ -62,6 +62,9 @@ from stream_langchain.proxy.schema import (
 from stream_langchain.proxy.sse import SSEResponse, sse_data, sse_error
 from stream_langchain.proxy.usage import Store, UsageRow
 from stream_langchain.routing import CapabilityError
+
+if TYPE_CHECKING:
+    from stream_langchain.proxy.globus import GlobusAuth
 
 __all__ = ["ProxyConfig", "create_app"]
 
@@ -92,6 +95,10 @@ class ProxyConfig:
     # Timeouts
     key_cache_s: float = 5.0
     """How long a verified key is trusted without reading the database."""
+    # Authentication
+    auth: tuple[str, ...] = ("keys",)
+    """Who may call: ``keys`` (STREAM API keys), ``globus`` (Globus Auth tokens, with a
+    :class:`~stream_langchain.proxy.globus.GlobusAuth` given to :func:`create_app`), or both."""
 
 
 def public_route(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -209,12 +216,30 @@ class ChatEncoder:
         return completion_body(self.writer, route, inp, out)
 
 
+def _authenticators(config: ProxyConfig, keys: KeyRing,
+                    globus: GlobusAuth | None) -> Authenticators:
+    methods: list[Authenticator] = []
+    for name in config.auth:
+        if name == "keys":
+            methods.append(KeyAuth(keys))
+        elif name == "globus":
+            if globus is None:
+                raise ValueError("auth 'globus' needs a GlobusAuth (settings [proxy.globus])")
+            methods.append(globus)
+        else:
+            raise ValueError(f"unknown auth method {name!r}: use keys, globus or both")
+    return Authenticators(methods)
+
+
 class _Proxy:
-    def __init__(self, chat: ChatStream, store: Store, config: ProxyConfig) -> None:
+    def __init__(self, chat: ChatStream, store: Store, config: ProxyConfig,
+                 globus: GlobusAuth | None = None) -> None:
         self.chat = chat
         self.store = store
         self.config = config
         self.keys = KeyRing(store, cache_s=config.key_cache_s)
+        self.auth = _authenticators(config, self.keys, globus)
+        self.globus = globus if "globus" in self.auth else None
         self.limiter = Limiter(config.limits)
         self.metrics = Metrics()
         self.models: dict[str, str | None] = {MODEL_PREFIX: None}
@@ -227,16 +252,18 @@ class _Proxy:
     async def authenticate(self, request: Request) -> Identity:
         key = _bearer(request)
         if key is None:
+            if self.globus is not None:
+                raise APIError(401, "missing token: send 'Authorization: Bearer <token>' with "
+                                    "a STREAM API key or a Globus access token for this proxy",
+                               code="missing_api_key")
             if not await self.has_keys():
                 raise APIError(401, "this proxy has no API keys yet; create one with "
                                     "`stream keys create --name NAME`", code="no_api_keys")
             raise APIError(401, "missing API key: send 'Authorization: Bearer <key>' (keys "
                                 "come from `stream keys create`)", code="missing_api_key")
-        known, ident = self.keys.cached(key)
-        if not known:
-            ident = await asyncio.to_thread(self.keys.verify, key)
+        ident = await self.auth.identify(key)
         if ident is None:
-            if not await self.has_keys():
+            if self.globus is None and not await self.has_keys():
                 raise APIError(401, "this proxy has no API keys yet; create one with "
                                     "`stream keys create --name NAME`", code="no_api_keys")
             raise APIError(401, "invalid or revoked API key", code="invalid_api_key")
@@ -507,20 +534,25 @@ def _responses_body(models: list[str]) -> dict[str, Any]:
                             "content": {"application/json": {"schema": schema}}}}
 
 
-def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = None) -> FastAPI:
+def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = None,
+               globus: GlobusAuth | None = None) -> FastAPI:
     """The proxy as an ASGI app serving ``chat``.
 
     Args:
         chat: the engine (``ChatStream.embedded()`` / ``ChatStream.from_settings(...)``).
         store: keys and usage (the caller closes it).
-        config: limits; defaults when ``None``.
+        config: limits and auth methods; defaults when ``None``.
+        globus: checks Globus tokens when ``config.auth`` includes ``globus``.
     """
-    proxy = _Proxy(chat, store, config or ProxyConfig())
+    proxy = _Proxy(chat, store, config or ProxyConfig(), globus)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         n = await asyncio.to_thread(store.active_key_count)
-        if n == 0:
+        if proxy.globus is not None:
+            logger.info("accepting %s%s", proxy.globus.describe(),
+                        f" and {n} API key(s)" if "keys" in proxy.auth else "")
+        elif n == 0:
             logger.warning("the key store (%s) has no API keys: every request gets 401 until "
                            "`stream keys create --name NAME` makes one", store.url_safe)
         else:

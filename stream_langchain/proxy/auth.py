@@ -1,4 +1,11 @@
-"""API keys: created once, shown once, stored as SHA-256 hashes, checked in constant time.
+"""Who is calling: API keys and the authenticator seam (keys, Globus identities).
+
+:class:`Authenticators` asks each configured authenticator in turn whether a bearer token is
+its kind (:meth:`Authenticator.claims`); the first that claims it decides. :class:`KeyAuth`
+claims STREAM keys (``sk-stream-...``), :class:`~stream_langchain.proxy.globus.GlobusAuth`
+every other token, so a STREAM key is never sent to Globus Auth.
+
+API keys: created once, shown once, stored as SHA-256 hashes, checked in constant time.
 
 A key looks like ``sk-stream-<key id>-<secret>``: the id (8 hex characters) finds the stored
 record, the whole key's SHA-256 must match it. 32 random bytes of secret make a plain
@@ -22,16 +29,20 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from stream_langchain.proxy.usage import KeyRecord, Store
 
-__all__ = ["PREFIX", "Identity", "KeyRing", "hash_key"]
+__all__ = ["PREFIX", "Authenticator", "Authenticators", "Identity", "KeyAuth", "KeyRing",
+           "hash_key"]
 
 PREFIX = "sk-stream-"
 
@@ -43,8 +54,8 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Identity:
-    """Who is calling: the key's id and name, its role and its own limits (``None``: the
-    proxy's defaults)."""
+    """Who is calling: the key's id and name (a Globus identity: its id as 32 hex digits and
+    its username), its role and its own limits (``None``: the proxy's defaults)."""
 
     key_id: str
     name: str
@@ -52,6 +63,8 @@ class Identity:
     rpm: int | None = None
     tpm: int | None = None
     max_concurrent: int | None = None
+    source: str = "key"
+    """``key`` (a STREAM API key) or ``globus`` (a Globus Auth token)."""
 
 
 class KeyRing:
@@ -135,3 +148,68 @@ class KeyRing:
         with self._lock:
             self._cache.pop(key_id, None)
         return done
+
+
+class Authenticator(Protocol):
+    """One way to authenticate a bearer token."""
+
+    name: str
+
+    def claims(self, token: str) -> bool:
+        """Whether ``token`` is this authenticator's kind (cheap, no I/O)."""
+        ...
+
+    async def identify(self, token: str) -> Identity | None:
+        """The identity ``token`` proves, ``None`` when it proves none.
+
+        Raises:
+            APIError: a refusal this authenticator can explain (401/403), or 503 when what
+                it checks against cannot be reached (never an acceptance).
+        """
+        ...
+
+
+class KeyAuth:
+    """STREAM API keys through a :class:`KeyRing` (cached; the database in a thread)."""
+
+    name = "keys"
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+
+    def claims(self, token: str) -> bool:
+        return token.startswith(PREFIX)
+
+    async def identify(self, token: str) -> Identity | None:
+        known, ident = self.ring.cached(token)
+        if not known:
+            ident = await asyncio.to_thread(self.ring.verify, token)
+        return ident
+
+
+class Authenticators:
+    """The configured authenticators, in order; the first that claims a token decides.
+
+    Args:
+        methods: for example ``[KeyAuth(ring), GlobusAuth(...)]``.
+    """
+
+    def __init__(self, methods: Sequence[Authenticator]) -> None:
+        if not methods:
+            raise ValueError("the proxy needs at least one authenticator (keys, globus)")
+        self.methods = list(methods)
+
+    @property
+    def names(self) -> list[str]:
+        """The authenticators' names, in order."""
+        return [m.name for m in self.methods]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    async def identify(self, token: str) -> Identity | None:
+        """The identity of ``token``, ``None`` when no authenticator accepts it."""
+        for method in self.methods:
+            if method.claims(token):
+                return await method.identify(token)
+        return None
