@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.report
+
+# CI-sized run of every benchmark (a few minutes), results in a temp dir, never over the
+# committed ones; then the README's Measured block must match the committed results files.
+bench-quick: $(STAMP)
+	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks.report --check
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TOPICS", "Row", "add_run_args", "load_results", "machine_meta", "pct", "results_dir",
-           "write_results"]
+__all__ = ["ROOT", "TOPICS", "Row", "add_run_args", "load_results", "machine_meta", "pct",
+           "results_dir", "write_results"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,8 @@ def _git(*cmd: str) -> str:
 
 
 def _cpu() -> dict[str, Any]:
-    model, flags = platform.processor() or platform.machine(), set()
+    model: str = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")

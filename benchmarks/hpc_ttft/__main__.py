@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks._common import TOPICS, pct
+from benchmarks._common import TOPICS, add_run_args, pct, results_dir, write_results
 from stream_langchain.tiers.hpc import ChatHPC
 from stream_langchain.tiers.hpc_stack import EmbeddedHPC
 from stream_langchain.tiers.llama_server import LlamaServer
@@ -183,10 +181,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     path = [p["hpc"]["path_ms"] for p in pairs] + [r["path_ms"] for r in streams]
     result = {
         "benchmark": "hpc_ttft",
-        "command": "python -m benchmarks.hpc_ttft " + " ".join(args.argv),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                    "platform": platform.platform(),
-                    "loadavg_at_end": os.getloadavg()},
+        "quick": args.quick,
         "config": {"runs": args.runs, "pairs": args.pairs, "max_tokens": args.max_tokens,
                    "short_tokens": args.short_tokens, "backend": "llama.cpp server, "
                    "gemma-3-270m Q4_K_M", "n_threads": args.threads,
@@ -273,16 +268,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-tokens", type=int, default=300, help="answer length")
     parser.add_argument("--short-tokens", type=int, default=16, help="answers in the pairs")
     parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 3 runs, 5 pairs, 40 tok")
-    args = parser.parse_args(argv)
-    args.argv = list(argv) if argv is not None else __import__("sys").argv[1:]
+    args = add_run_args(parser).parse_args(argv)
     if args.quick:
         args.runs, args.pairs, args.max_tokens = 3, 5, 40
     result = run(args)
-    OUT.mkdir(exist_ok=True)
-    stem = "hpc_ttft_quick" if args.quick else "hpc_ttft"
-    (OUT / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, OUT / f"{stem}.png")
+    out = results_dir(args, OUT)
+    stem = "hpc_ttft"
+    write_results(out / f"{stem}.json", result)
+    plot(result, out / f"{stem}.png")
     svb, ov = result["stream_vs_batch"], result["overhead"]
     print(json.dumps({
         "stream_ttft_p50_s": round(svb["stream_ttft_s"]["p50"], 4),
@@ -296,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
         "overhead_ms_p95": round(ov["overhead_ms"]["p95"], 2),
         "direct_ttft_ms_p50": round(ov["direct_ttft_ms"]["p50"], 1),
     }, indent=2))
-    print(f"wrote {OUT / stem}.json and .png")
+    print(f"wrote {out / stem}.json and .png")
 
 
 if __name__ == "__main__":

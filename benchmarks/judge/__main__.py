@@ -10,7 +10,7 @@ published judges. Writes ``results/judge_report.json``, ``results/confusion_*.pn
 
 Usage::
 
-    .venv/bin/python -m benchmarks.judge [PATH] [--quick]
+    .venv/bin/python -m benchmarks.judge [PATH] [--quick] [--out DIR]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks._common import add_run_args, load_results, results_dir, write_results
 from stream_langchain.cli.judge import PUBLISHED
 from stream_langchain.cli.judge import main as cli_main
 from stream_langchain.judges.evaluate import default_dataset
@@ -50,7 +51,8 @@ def _cold_load_s(runs: int = 3, *, default: bool = False) -> list[float]:
     return out
 
 
-def _plot_tradeoff(sweep: list[dict[str, float]], chosen: dict[str, float], path: Path) -> None:
+def _plot_tradeoff(sweep: list[dict[str, float]], chosen: dict[str, float], path: Path,
+                   quick: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,12 +67,14 @@ def _plot_tradeoff(sweep: list[dict[str, float]], chosen: dict[str, float], path
     ax.plot([chosen["free_tier_retention"]], [chosen["high_recall"]], "r*", ms=12,
             label="embedded, threshold chosen inside each training fold")
     ft = RESULTS / "finetune_cv.json"
-    if ft.is_file():  # written by scripts/judge_finetune_cv.py (needs torch to regenerate)
+    # written by scripts/judge_finetune_cv.py (needs torch to regenerate)
+    if ft.is_file() and not quick:
         sw = json.loads(ft.read_text())["numpy_int8_sweep"]
         ax.plot([s["retention"] for s in sw], [s["high_recall"] for s in sw], "-", lw=1.5,
                 label="fine-tuned MiniLM (numpy int8), P(HIGH) sweep, 5-fold CV")
     sim = RESULTS / "cascade_sim.json"
-    if sim.is_file():  # scripts/judge_cascade_sim.py: the default judge's out-of-fold point
+    # scripts/judge_cascade_sim.py: the default judge's out-of-fold point
+    if sim.is_file() and not quick:
         cs = json.loads(sim.read_text())
         row = next(r for r in cs["rows"]
                    if r["escalate_below"] == cs["default_judge_escalate_below"])
@@ -93,22 +97,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit status."""
     ap = argparse.ArgumentParser(description="complexity-judge benchmark")
     ap.add_argument("path", nargs="?", help="labelled JSONL (default: the 1,200 queries)")
-    ap.add_argument("--quick", action="store_true", help="first 150 queries, 3 folds")
-    args = ap.parse_args(argv)
+    args = add_run_args(ap).parse_args(argv)  # --quick: first 150 queries, 3 folds
+    out = results_dir(args, RESULTS)
     path = Path(args.path) if args.path else default_dataset()
     print(f"data: {path}")
     cmd = ["bench", "judge", str(path), "--judge", "embedded", "--judge", "keyword",
            "--judge", "embedded-shipped", "--judge", "transformer", "--judge", "auto",
-           "--out", str(RESULTS)]
+           "--out", str(out)]
     if args.quick:
         cmd += ["--limit", "150", "--folds", "3"]
     rc = cli_main(cmd)
     if rc:
         return rc
-    report = json.loads((RESULTS / "judge_report.json").read_text())
+    report = load_results(out / "judge_report.json")
+    write_results(out / "judge_report.json", report)  # the CLI's report, with provenance
     emb = report["judges"]["embedded"]
-    load = _cold_load_s()
-    load_default = _cold_load_s(default=True)
+    load = _cold_load_s(1 if args.quick else 3)
+    load_default = _cold_load_s(1 if args.quick else 3, default=True)
     extra = {
         "cold_load_s": {"runs": load, "max": max(load)},
         "cold_load_default_judge_s": {"runs": load_default, "max": max(load_default)},
@@ -119,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
         "tradeoff_sweep": emb["high_threshold_sweep"],
         "chosen": {k: emb[k] for k in ("free_tier_retention", "high_recall", "accuracy")},
     }
-    (RESULTS / "load_and_tradeoff.json").write_text(json.dumps(extra, indent=2) + "\n")
-    _plot_tradeoff(emb["high_threshold_sweep"], extra["chosen"], RESULTS / "tradeoff.png")
+    write_results(out / "load_and_tradeoff.json", extra)
+    _plot_tradeoff(emb["high_threshold_sweep"], extra["chosen"], out / "tradeoff.png",
+                   args.quick)
     print(f"cold load (import + artifact + first judgement): embedded {load} s, "
           f"default judge {load_default} s")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {out}")
     return 0
 
 

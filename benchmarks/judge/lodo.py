@@ -16,11 +16,12 @@ and the default cascade's from ``scripts/judge_cascade_sim.py --group-by domain`
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import add_run_args, results_dir, write_results
 from stream_langchain.judges import KeywordJudge
 from stream_langchain.judges.evaluate import (
     cross_validate_embedded,
@@ -74,9 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("path", nargs="?", help="labelled JSONL with a domain key "
                     "(default: the 1,200 queries)")
-    args = ap.parse_args(argv)
+    args = add_run_args(ap).parse_args(argv)
     rows = load_queries(Path(args.path) if args.path else default_dataset(),
                         require_labels=True)
+    if args.quick:  # the first 5 queries of each domain x label cell
+        seen: Counter[tuple[str, str]] = Counter()
+        for r in rows:
+            seen[r["domain"], r["ground_truth"]] += 1
+            r["_keep"] = seen[r["domain"], r["ground_truth"]] <= 5
+        rows = [r for r in rows if r.pop("_keep")]
     report: dict[str, Any] = {"n": len(rows), "domains": len({r["domain"] for r in rows})}
     kfold = cross_validate_embedded(rows, progress=False)
     lodo = cross_validate_embedded(rows, group_by="domain", progress=False)
@@ -87,9 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     report["keyword"] = {"kfold": _summary(kw), "lodo": _summary(kw),
                          "lodo_per_domain": _per_domain(rows, kw_preds),
                          "note": "no training: the same figures either way"}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "lodo.json").write_text(json.dumps(report, indent=2) + "\n")
-    _plot(report, RESULTS / "lodo.png")
+    out = results_dir(args, RESULTS)
+    write_results(out / "lodo.json", report)
+    _plot(report, out / "lodo.png")
     for name in ("embedded", "keyword"):
         k, lo = report[name]["kfold"], report[name]["lodo"]
         print(f"{name:9s} 5-fold acc {k['accuracy']} F1 {k['macro_f1']} | "

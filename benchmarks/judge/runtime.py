@@ -3,7 +3,7 @@
 Each query is judged once by every judge, interleaved so machine load hits all alike; queries
 are made unique so no cache answers. Writes ``results/runtime.json``.
 
-    .venv/bin/python -m benchmarks.judge.runtime [--n 400]
+    .venv/bin/python -m benchmarks.judge.runtime [--n 400] [--quick] [--out DIR]
 
 Goal (issue 17): the encoder alone at p50 <= 5 ms and p95 <= 10 ms on 2 cores.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import add_run_args, results_dir, write_results
 from stream_langchain.judges import default_judge
 from stream_langchain.judges.embedded import EmbeddedJudge
 from stream_langchain.judges.evaluate import default_dataset, load_queries
@@ -55,8 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     """Time every judge on the same unique queries; print and write the percentiles."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=400, help="queries timed per judge")
-    args = ap.parse_args(argv)
+    args = add_run_args(ap).parse_args(argv)
     texts = [r["text"] for r in load_queries(default_dataset())]
+    if args.quick:
+        args.n, texts = 40, texts[:200]
     judges: dict[str, Any] = {
         "embedded": EmbeddedJudge(),
         "transformer_ort_1_thread": TransformerJudge(),
@@ -83,13 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     int8 = {"max_abs_logit_diff": round(float(np.abs(a - b).max()), 4),
             "argmax_agreement": round(float((a.argmax(1) == b.argmax(1)).mean()), 4),
             "queries": len(texts)}
-    report = {"n": len(order), "load_avg_1min": round(os.getloadavg()[0], 2),
-              "cpus": os.cpu_count(), "latency_ms": {k: _pct(v) for k, v in lat.items()},
+    report = {"n": len(order), "latency_ms": {k: _pct(v) for k, v in lat.items()},
               "ratio_to_embedded_p50": {k: round(_pct(v)["p50"] / _pct(lat["embedded"])["p50"],
                                                  1) for k, v in lat.items()},
               "int8_kernels_vs_float32": int8}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "runtime.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_results(results_dir(args, RESULTS) / "runtime.json", report)
     print(json.dumps(report, indent=2))
     return 0
 

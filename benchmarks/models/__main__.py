@@ -25,26 +25,23 @@ Every prompt is different (tagged at the start), so llama.cpp's prefix cache nev
 run from another. Threads: ``--threads`` (default 2, this machine's cores).
 
 Run: ``python -m benchmarks.models [--runs 5] [--max-tokens 64] [--no-download] [--tools]``; writes
-``benchmarks/models/results/models.json`` (``--quick``: one model, 2 runs, ``_quick``).
+``benchmarks/models/results/models.json`` (``--quick``: the 0.5B only, 2 runs of 16 tokens, into
+``--out`` or a temp dir; ``--tools-only``: ``tool_calling.json``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
-import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import TOPICS, pct
+from benchmarks._common import TOPICS, add_run_args, pct, results_dir, write_results
 from stream_langchain.tiers.llama_server import LlamaServer
 from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 from stream_langchain.tiers.models import QWEN_05B, QWEN_15B, ModelSpec, model_path
@@ -258,17 +255,12 @@ def tool_calling(spec: ModelSpec, threads: int) -> dict[str, Any]:
             for k, v in rows.items()}
 
 
-def _tools_only(specs: list[ModelSpec], threads: int, argv: list[str] | None) -> int:
-    report: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python -m benchmarks.models " + " ".join(argv or sys.argv[1:]),
-        "load_avg_1m_at_start": os.getloadavg()[0], "models": {}}
+def _tools_only(specs: list[ModelSpec], threads: int, folder: Path) -> int:
+    report: dict[str, Any] = {"models": {}}
     for spec in specs:
         print(f"== {spec.name}", flush=True)
         report["models"][spec.name] = tool_calling(spec, threads)
-    OUT.mkdir(exist_ok=True)
-    out = OUT / "tool_calling.json"
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_results(folder / "tool_calling.json", report)
     print(f"wrote {out}")
     return 0
 
@@ -282,17 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tools", action="store_true", help="also measure tool calling")
     ap.add_argument("--tools-only", action="store_true",
                     help="only the tool-calling measurement (results/tool_calling.json)")
-    ap.add_argument("--quick", action="store_true", help="the 0.5B only, 2 runs, no download")
-    args = ap.parse_args(argv)
+    args = add_run_args(ap).parse_args(argv)
+    folder = results_dir(args, OUT)
     specs = [QWEN_05B] if args.quick else [QWEN_05B, QWEN_15B]
     if args.tools_only:
-        return _tools_only(specs, args.threads, argv)
+        return _tools_only(specs, args.threads, folder)
     runs = 2 if args.quick else args.runs
+    if args.quick:
+        args.max_tokens = 16
     report: dict[str, Any] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                    "cpus": os.cpu_count(), "load_avg_1m_at_start": os.getloadavg()[0]},
-        "command": "python -m benchmarks.models " + " ".join(argv or sys.argv[1:]),
         "runs": runs, "max_tokens": args.max_tokens, "threads": args.threads, "models": {},
     }
     for spec in specs:
@@ -316,10 +306,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.tools:
             row["tool_calling"] = tool_calling(spec, args.threads)
         report["models"][spec.name] = row
-    report["machine"]["load_avg_1m_at_end"] = os.getloadavg()[0]
-    OUT.mkdir(exist_ok=True)
-    out = OUT / ("models_quick.json" if args.quick else "models.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_results(folder / "models.json", report)
     print(f"wrote {out}")
     return 0
 

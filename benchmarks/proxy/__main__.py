@@ -20,7 +20,8 @@ Everything on this machine; the proxy is real uvicorn on a loopback port in this
    llama.cpp server; the node's own count) unless ``--no-hpc``. Goal on HPC: <= 2.
 
 Run: ``python -m benchmarks.proxy [--runs 200] [--llama-runs 20] [--clients 100]``; writes
-``benchmarks/proxy/results/proxy.{json,png}`` (``--quick``: a smoke run, ``proxy_quick``).
+``benchmarks/proxy/results/proxy.{json,png}`` (``--quick``: a smoke run into ``--out`` or a
+temp dir).
 """
 
 from __future__ import annotations
@@ -29,8 +30,6 @@ import argparse
 import asyncio
 import concurrent.futures
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 import httpx
 from langchain_core.messages import HumanMessage
 
-from benchmarks._common import TOPICS, pct
+from benchmarks._common import TOPICS, add_run_args, pct, results_dir, write_results
 from benchmarks.proxy._models import Ticking
 from benchmarks.proxy._server import BIG, sub_model
 from stream_langchain import ChatStream, KeywordJudge
@@ -409,8 +408,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--no-hpc", action="store_true", help="skip the HPC cancellation part")
-    ap.add_argument("--quick", action="store_true", help="smoke run (writes proxy_quick.*)")
-    args = ap.parse_args()
+    args = add_run_args(ap).parse_args()
     if args.quick:
         args.runs, args.llama_runs, args.clients, args.trials = 20, 3, 20, 2
     tmp = tempfile.TemporaryDirectory()
@@ -427,16 +425,13 @@ def main() -> None:
     finally:
         store.close()
         tmp.cleanup()
-    name = "proxy_quick" if args.quick else "proxy"
-    report = {"benchmark": "proxy", "goals": {"added_ttft_p50_ms": 1.0, "failed": 0,
-                                              "hpc_tokens_after_close": 2},
-              "client": "httpx (kept-alive connection)", "python": platform.python_version(),
-              "machine": platform.machine(), "cpus": os.cpu_count(),
-              "load_average_after": os.getloadavg(), "added_ttft": results, "concurrency": conc,
-              "cancellation": cancel}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{name}.json").write_text(json.dumps(report, indent=2))
-    plot(report, OUT / f"{name}.png")
+    report = {"benchmark": "proxy", "quick": args.quick,
+              "goals": {"added_ttft_p50_ms": 1.0, "failed": 0, "hpc_tokens_after_close": 2},
+              "client": "httpx (kept-alive connection)", "added_ttft": results,
+              "concurrency": conc, "cancellation": cancel}
+    out = results_dir(args, OUT)
+    write_results(out / "proxy.json", report)
+    plot(report, out / "proxy.png")
     for r in results:
         a = r["added_ttft_ms"]
         print(f"{r['sub_model']:>18}: in-process p50 {r['in_process_ttft_ms']['p50']:.2f} ms, "

@@ -1,7 +1,5 @@
-"""Relay benchmark: this relay vs streamrelay 0.3.1 (``python -m benchmarks.relay``)."""
+"""Relay benchmark: this relay vs streamrelay 0.3.1 (``python -m benchmarks.relay``).
 
-from __future__ import annotations
-
-from benchmarks.relay.bench import main, run
-
-__all__ = ["main", "run"]
+The code is in :mod:`benchmarks.relay.bench` (``main``, ``run``); this package imports nothing
+so that :mod:`benchmarks.relay.report` reads results without the relay's dependencies.
+"""

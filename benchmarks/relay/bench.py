@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import relay
+from benchmarks._common import add_run_args, results_dir, write_results
 
 __all__ = ["main", "run"]
 
@@ -613,9 +614,8 @@ def run(quick: bool = False, out: Path = RESULTS) -> dict[str, Any]:
         The report.
     """
     report = asyncio.run(_run(quick))
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "relay_vs_streamrelay" + ("_quick" if quick else "")
-    (out / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    stem = "relay_vs_streamrelay"
+    write_results(out / f"{stem}.json", report)
     _plot(report, out / f"{stem}.png")
     return report
 
@@ -623,10 +623,9 @@ def run(quick: bool = False, out: Path = RESULTS) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``python -m benchmarks.relay [--quick] [--out DIR]``."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.relay", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small smoke run")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
-    args = parser.parse_args(argv)
+    args = add_run_args(parser).parse_args(argv)
     start = time.monotonic()
+    args.out = results_dir(args, RESULTS)
     report = run(args.quick, args.out)
     ours, theirs = report["results"]["relay"], report["results"]["streamrelay"]
     print(f"{'':28}{'relay':>14}{'streamrelay':>14}{'ratio':>9}")

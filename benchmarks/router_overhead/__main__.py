@@ -8,15 +8,13 @@ every call (so neither call reuses the other's prompt). Two sub-models:
 - ``instant``: a chat model that streams a fixed reply at once, which isolates the router's
   own cost (judge + token count + planning + chunk re-emission) from model noise.
 
-Run: ``python -m benchmarks.router_overhead [--runs 60]``; writes
+Run: ``python -m benchmarks.router_overhead [--runs 60] [--quick] [--out DIR]``; writes
 ``benchmarks/router_overhead/results/router_overhead.{json,png}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +24,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 
-from benchmarks._common import TOPICS, pct
+from benchmarks._common import TOPICS, add_run_args, pct, results_dir, write_results
 from stream_langchain import ChatStream
 from stream_langchain.chat_model import default_judge
 
@@ -102,7 +100,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=60)
-    args = ap.parse_args()
+    args = add_run_args(ap).parse_args()
+    if args.quick:
+        args.runs = 6
     from stream_langchain.tiers.llamacpp import ChatLlamaCpp
 
     local = ChatLlamaCpp(max_tokens=4, temperature=0.0)
@@ -116,12 +116,11 @@ def main() -> None:
 
     results = [measure("instant", instant, reset_instant, args.runs),
                measure("llamacpp-gemma3-270m", local, reset_local, args.runs)]
-    OUT.mkdir(parents=True, exist_ok=True)
-    report = {"benchmark": "router_overhead", "goal": "p50 overhead <= 5 ms",
-              "python": platform.python_version(), "machine": platform.machine(),
+    out = results_dir(args, OUT)
+    report = {"benchmark": "router_overhead", "goal": "p50 overhead <= 5 ms", "quick": args.quick,
               "results": results}
-    (OUT / "router_overhead.json").write_text(json.dumps(report, indent=2))
-    plot(results, OUT / "router_overhead.png")
+    write_results(out / "router_overhead.json", report)
+    plot(results, out / "router_overhead.png")
     for r in results:
         print(f"{r['sub_model']:>22}: judge={r['judge']} "
               f"direct p50 {r['direct_ttft_ms']['p50']:.2f} ms, "
