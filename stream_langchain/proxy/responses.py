@@ -6,9 +6,13 @@ message, ``input`` items -> messages, ``input_image`` parts -> ``image_url`` par
 ``function_call`` / ``function_call_output`` items -> assistant tool calls and tool messages,
 function tools -> chat tools) and validated by the same rules; the answer is sent as a
 ``response`` object or as the typed event stream (``response.created``,
-``response.output_item.added``, ``response.output_text.delta``, ..., ``response.completed``).
-Nothing is stored: ``previous_response_id`` and ``store: true`` are refused with a 400 that
-says so.
+``response.output_item.added``, ``response.output_text.delta``, ..., ``response.completed``,
+or ``response.incomplete`` with ``incomplete_details.reason: "max_output_tokens"`` when the
+answer hit the limit). ``text.format`` (``json_schema``, ``json_object``) becomes the chat
+``response_format`` the tiers enforce; function tools keep ``strict``. The API's neutral
+values (``include: []``, ``truncation: "disabled"``, ``store: false``, ...) are accepted and
+``metadata`` is echoed back. Nothing is stored: ``previous_response_id`` and ``store: true``
+are refused with a 400 that says so.
 
 Example:
     >>> req = parse_responses_request(b'{"model": "stream", "input": "hi", '
@@ -35,12 +39,29 @@ from stream_langchain.proxy.schema import (
     image_part,
     parse_chat_request,
     part_error,
+    refused,
     validate_body,
 )
 
 __all__ = ["ResponsesEncoder", "ResponsesRequest", "parse_responses_request"]
 
-_PASS = ("temperature", "top_p")
+_PASS = ("temperature", "top_p", "parallel_tool_calls")
+# Fields accepted at the value that means the API's default behaviour (the Agents SDK sends
+# ``include: []``; the proxy's own responses carry ``truncation: "disabled"``): any other
+# value is a 400 naming it. ``truncation: "auto"`` is what STREAM does anyway (it fits a long
+# conversation to the tier's window).
+_NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "include": ([],),
+    "truncation": ("disabled", "auto"),
+    "store": (False,),
+    "background": (False,),
+    "top_logprobs": (0,),
+    "service_tier": ("auto", "default"),
+    "reasoning": ({},),
+    "stream_options": ({}, {"include_obfuscation": False}),
+}
+_IGNORED = frozenset({"user", "safety_identifier", "prompt_cache_key"})
+_TEXT_KEYS = frozenset({"format", "verbosity"})
 
 
 class ResponsesRequest(BaseModel):
@@ -60,6 +81,8 @@ class ResponsesRequest(BaseModel):
     max_output_tokens: int | None = Field(None, ge=1)
     store: bool | None = None
     text: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = Field(None, max_length=16)
+    truncation: str | None = None
     user: str | None = None
 
 
@@ -128,15 +151,18 @@ def parse_responses_request(body: bytes, *, limits: MessageLimits) -> ChatReques
         APIError: 400 (not JSON, unsupported parameters or items), 413, 422.
     """
     req = validate_body(body, ResponsesRequest)
-    unsupported = sorted(k for k, v in (req.model_extra or {}).items() if v is not None)
-    if req.store:
-        unsupported.append("store=True (the proxy keeps no responses)")
-    if req.parallel_tool_calls is False:
-        unsupported.append("parallel_tool_calls=False")
+    values = {**(req.model_extra or {}), "store": req.store, "truncation": req.truncation}
+    unsupported = refused(values, _NEUTRAL, _IGNORED)
+    text = req.text or {}
+    unsupported += sorted(f"text.{k}" for k in set(text) - _TEXT_KEYS)
+    if text.get("verbosity") not in (None, "medium"):
+        unsupported.append(f"text.verbosity={text['verbosity']!r}")
     if unsupported:
         raise APIError(400, "unsupported parameter(s): " + ", ".join(unsupported)
                        + " (STREAM honours model, input, instructions, stream, tools, "
-                         "tool_choice, temperature, top_p, max_output_tokens, text.format)",
+                         "tool_choice, parallel_tool_calls, temperature, top_p, "
+                         "max_output_tokens, text.format, metadata; it keeps no responses: "
+                         "store=false only)",
                        param=unsupported[0].split("=")[0], code="unsupported_parameter")
     chat: dict[str, Any] = {"model": req.model, "messages": _messages(req),
                             "stream": bool(req.stream)}
@@ -146,31 +172,51 @@ def parse_responses_request(body: bytes, *, limits: MessageLimits) -> ChatReques
     if req.max_output_tokens is not None:
         chat["max_tokens"] = req.max_output_tokens
     if req.tools:
-        tools = []
-        for j, tool in enumerate(req.tools):
-            if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
-                raise APIError(400, f"tools[{j}]: only function tools ({{'type': 'function', "
-                                    "'name': ..., 'parameters': ...}) are supported",
-                               param=f"tools[{j}]", code="invalid_tools")
-            fn = {k: tool[k] for k in ("name", "description", "parameters") if k in tool}
-            tools.append({"type": "function", "function": fn})
-        chat["tools"] = tools
+        chat["tools"] = [_chat_tool(tool, j) for j, tool in enumerate(req.tools)]
     if req.tool_choice is not None:
         choice = req.tool_choice
         if isinstance(choice, dict) and choice.get("type") == "function":
             choice = {"type": "function", "function": {"name": choice.get("name")}}
         chat["tool_choice"] = choice
-    fmt = (req.text or {}).get("format")
-    if isinstance(fmt, dict) and fmt.get("type") not in (None, "text"):
-        if fmt.get("type") == "json_schema":
-            schema = {k: fmt[k] for k in ("name", "schema", "strict") if k in fmt}
-            chat["response_format"] = {"type": "json_schema", "json_schema": schema}
-        else:
-            chat["response_format"] = {"type": fmt.get("type")}
-    out = parse_chat_request(json.dumps(chat).encode(), limits=limits)
+    fmt = text.get("format")
+    if fmt is not None:
+        chat["response_format"] = _chat_format(fmt)
+    try:
+        out = parse_chat_request(json.dumps(chat).encode(), limits=limits)
+    except APIError as exc:  # name the Responses field, not its chat-completions twin
+        if exc.param and exc.param.startswith("response_format"):
+            exc.param = "text.format"
+            exc.message = exc.message.replace("response_format.json_schema.", "text.format.")
+            exc.message = exc.message.replace("response_format", "text.format")
+        raise
     out.extra = {"instructions": req.instructions, "tools": req.tools or [],
-                 "tool_choice": req.tool_choice or "auto"}
+                 "tool_choice": req.tool_choice or "auto",
+                 "parallel_tool_calls": req.parallel_tool_calls is not False,
+                 "metadata": req.metadata or {}, "truncation": req.truncation or "disabled",
+                 "text": {"format": fmt or {"type": "text"}, "verbosity": "medium"}}
     return out
+
+
+def _chat_tool(tool: dict[str, Any], j: int) -> dict[str, Any]:
+    """A Responses function tool in chat-completions form (``strict`` kept)."""
+    if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
+        raise APIError(400, f"tools[{j}]: only function tools ({{'type': 'function', "
+                            "'name': ..., 'parameters': ...}) are supported",
+                       param=f"tools[{j}]", code="invalid_tools")
+    fn = {k: tool[k] for k in ("name", "description", "parameters", "strict")
+          if tool.get(k) is not None}
+    return {"type": "function", "function": fn}
+
+
+def _chat_format(fmt: Any) -> dict[str, Any]:
+    """``text.format`` as a chat-completions ``response_format``."""
+    if not isinstance(fmt, dict):
+        raise APIError(400, "text.format must be an object with a 'type'",
+                       param="text.format", code="invalid_response_format")
+    if fmt.get("type") == "json_schema":
+        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
+        return {"type": "json_schema", "json_schema": schema}
+    return {"type": fmt.get("type")}
 
 
 def _event(kind: str, seq: int, **fields: Any) -> bytes:
@@ -200,24 +246,38 @@ class ResponsesEncoder:
     def response(self, status: str, route: dict[str, Any] | None = None,
                  usage: tuple[int, int] | None = None,
                  error: dict[str, Any] | None = None) -> dict[str, Any]:
+        extra = self.req.extra
         out: dict[str, Any] = {
             "id": self.id, "object": "response", "created_at": self.created, "status": status,
             "model": self.req.model, "output": [dict(i) for i in self.items],
-            "instructions": self.req.extra.get("instructions"),
-            "tools": self.req.extra.get("tools", []),
-            "tool_choice": self.req.extra.get("tool_choice", "auto"),
-            "parallel_tool_calls": True, "error": error, "incomplete_details": None,
-            "metadata": {}, "temperature": self.req.kwargs.get("temperature"),
+            "instructions": extra.get("instructions"), "tools": extra.get("tools", []),
+            "tool_choice": extra.get("tool_choice", "auto"),
+            "parallel_tool_calls": extra.get("parallel_tool_calls", True), "error": error,
+            "incomplete_details": ({"reason": "max_output_tokens"} if status == "incomplete"
+                                   else None),
+            "metadata": extra.get("metadata", {}), "text": extra.get("text"),
+            "truncation": extra.get("truncation", "disabled"), "store": False,
+            "background": False, "previous_response_id": None, "reasoning": None,
+            "temperature": self.req.kwargs.get("temperature"),
             "top_p": self.req.kwargs.get("top_p"),
             "max_output_tokens": self.req.kwargs.get("max_tokens"), "usage": None,
             "stream": route,
         }
+        if status in ("completed", "incomplete"):
+            out["completed_at"] = int(time.time())
         if usage is not None:
             out["usage"] = {"input_tokens": usage[0], "output_tokens": usage[1],
                             "total_tokens": usage[0] + usage[1],
-                            "input_tokens_details": {"cached_tokens": 0},
+                            "input_tokens_details": {"cached_tokens": 0,
+                                                     "cache_write_tokens": 0},
                             "output_tokens_details": {"reasoning_tokens": 0}}
         return out
+
+    @property
+    def status(self) -> str:
+        """``incomplete`` when the answer stopped at ``max_output_tokens``, else
+        ``completed``."""
+        return "incomplete" if self.writer.finish == "length" else "completed"
 
     def chunk(self, message: AIMessageChunk) -> list[bytes]:
         delta = self.writer.feed(message)
@@ -282,7 +342,7 @@ class ResponsesEncoder:
                 events.append(self._next("response.function_call_arguments.done",
                                          item_id=item["id"], output_index=i,
                                          arguments=item["arguments"]))
-            item["status"] = "completed"
+            item["status"] = self.status if item["type"] == "message" else "completed"
             events.append(self._next("response.output_item.done", output_index=i,
                                      item=dict(item)))
         return events
@@ -293,8 +353,9 @@ class ResponsesEncoder:
             self._started = True
             events.append(self._next("response.created", response=self.response("in_progress")))
         events.extend(self._close_items())
-        events.append(self._next("response.completed",
-                                 response=self.response("completed", route, (inp, out))))
+        status = self.status
+        events.append(self._next(f"response.{status}",
+                                 response=self.response(status, route, (inp, out))))
         return events
 
     def error(self, err: APIError) -> list[bytes]:
@@ -309,7 +370,7 @@ class ResponsesEncoder:
         self.items = []
         if text:
             self.items.append({"type": "message", "id": "msg_" + uuid.uuid4().hex,
-                               "status": "completed", "role": "assistant",
+                               "status": self.status, "role": "assistant",
                                "content": [{"type": "output_text", "text": text,
                                             "annotations": []}]})
         for index, seen in sorted(self.writer.tool_calls.items()):
@@ -317,4 +378,4 @@ class ResponsesEncoder:
                                "call_id": seen["id"] or f"call_{index}",
                                "name": seen["name"] or "", "arguments": seen["arguments"],
                                "status": "completed"})
-        return self.response("completed", route, (inp, out))
+        return self.response(self.status, route, (inp, out))

@@ -46,19 +46,27 @@ __all__ = [
     "image_part",
     "parse_chat_request",
     "part_error",
+    "refused",
+    "response_format",
     "usage_body",
 ]
 
-# Parameters accepted only at the value that means "the default behaviour".
+# Parameters accepted only at the value that means "the default behaviour" (what clients send
+# unasked); any other value is a 400 naming it.
 _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "n": (1,),
-    "presence_penalty": (0, 0.0),
-    "frequency_penalty": (0, 0.0),
     "logprobs": (False,),
-    "parallel_tool_calls": (True,),
+    "top_logprobs": (0,),
+    "store": (False,),
+    "metadata": ({},),
+    "logit_bias": ({},),
+    "service_tier": ("auto", "default"),
+    "modalities": (["text"],),
+    "verbosity": ("medium",),
 }
-# Parameters accepted and not used for generation (identifiers for the caller's own bookkeeping).
-_IGNORED = frozenset({"user"})
+# Parameters accepted and not used for generation (identifiers for the caller's own
+# bookkeeping, a cache-routing hint with no effect on the answer).
+_IGNORED = frozenset({"user", "safety_identifier", "prompt_cache_key"})
 _ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
@@ -82,9 +90,10 @@ class ChatCompletionRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
     logprobs: bool | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = None
 
 
@@ -304,6 +313,83 @@ def to_langchain(messages: list[dict[str, Any]], limits: MessageLimits) -> list[
     return out
 
 
+def refused(values: dict[str, Any], neutral: dict[str, tuple[Any, ...]],
+            ignored: frozenset[str]) -> list[str]:
+    """The parameters in ``values`` to refuse: any not ``None``, not ``ignored`` and not at a
+    ``neutral`` value (shared by both wire formats).
+
+    Example:
+        >>> refused({"n": 1, "store": True, "user": "u", "x": None, "logit_bias": {"1": 2}},
+        ...         {"n": (1,), "store": (False,), "logit_bias": ({},)}, frozenset({"user"}))
+        ["logit_bias={'1': 2}", 'store=True']
+    """
+    out = []
+    for name, value in sorted(values.items()):
+        if value is None or name in ignored:
+            continue
+        if name not in neutral:
+            out.append(name)
+        elif not any(value == v and isinstance(value, bool) == isinstance(v, bool)
+                     for v in neutral[name]):
+            out.append(f"{name}={value!r}")
+    return out
+
+
+_PASSED = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
+
+
+def _tools(req: ChatCompletionRequest) -> dict[str, Any]:
+    """``tools``, ``tool_choice`` and ``parallel_tool_calls`` as the tiers take them."""
+    for j, tool in enumerate(req.tools or []):
+        fn = tool.get("function")
+        if tool.get("type") != "function" or not isinstance(fn, dict) \
+                or not isinstance(fn.get("name"), str):
+            raise APIError(400, f"tools[{j}] must be {{'type': 'function', 'function': "
+                                "{'name': ..., 'parameters': ...}}",
+                           param=f"tools[{j}]", code="invalid_tools")
+    out: dict[str, Any] = {"tools": list(req.tools or [])}
+    if req.tool_choice is not None:
+        out["tool_choice"] = req.tool_choice
+    if req.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = req.parallel_tool_calls
+    return out
+
+
+def response_format(fmt: dict[str, Any]) -> dict[str, Any] | None:
+    """A checked ``response_format``: ``None`` for ``text`` (the default), else the dict the
+    tiers take (``json_object``, or ``json_schema`` with an object ``json_schema.schema``).
+
+    Raises:
+        APIError: 400 naming the field at fault.
+
+    Example:
+        >>> response_format({"type": "json_schema", "json_schema": {"name": "a",
+        ...                  "schema": {"type": "object"}}})["json_schema"]["name"]
+        'a'
+        >>> response_format({"type": "text"}) is None
+        True
+    """
+    kind = fmt.get("type")
+    if kind not in ("text", "json_object", "json_schema"):
+        raise APIError(400, f"response_format.type {kind!r} is not one of text, "
+                            "json_object, json_schema", param="response_format.type",
+                       code="invalid_response_format")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    spec = fmt.get("json_schema")
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        raise APIError(400, "response_format.json_schema must be an object with a 'name' and "
+                            "a 'schema'", param="response_format.json_schema",
+                       code="invalid_response_format")
+    if not isinstance(spec.get("schema", {}), dict):
+        raise APIError(400, "response_format.json_schema.schema must be a JSON schema object",
+                       param="response_format.json_schema.schema",
+                       code="invalid_response_format")
+    return {"type": "json_schema", "json_schema": dict(spec)}
+
+
 def parse_chat_request(body: bytes, *, limits: MessageLimits) -> ChatRequest:
     """Validate a chat-completions body.
 
@@ -312,52 +398,33 @@ def parse_chat_request(body: bytes, *, limits: MessageLimits) -> ChatRequest:
             413 (a message limit), 422 (a field of the wrong type or out of range).
     """
     req = validate_body(body, ChatCompletionRequest)
-    extra = dict(req.model_extra or {})
-    unsupported = sorted(k for k, v in extra.items() if v is not None and k not in _IGNORED)
-    for name, neutral in _NEUTRAL.items():
-        value = getattr(req, name)
-        if value is not None and value not in neutral:
-            unsupported.append(f"{name}={value!r}")
+    values = {**(req.model_extra or {}), "n": req.n, "logprobs": req.logprobs}
+    unsupported = refused(values, _NEUTRAL, _IGNORED)
     if unsupported:
         raise APIError(400, "unsupported parameter(s): " + ", ".join(unsupported)
                        + " (STREAM honours model, messages, stream, stream_options, "
                          "temperature, top_p, max_tokens, max_completion_tokens, stop, tools, "
-                         "tool_choice, response_format; n=1 only)",
+                         "tool_choice, parallel_tool_calls, response_format, seed, "
+                         "frequency_penalty, presence_penalty; n=1 only)",
                        param=unsupported[0].split("=")[0], code="unsupported_parameter")
     if (req.max_tokens is not None and req.max_completion_tokens is not None
             and req.max_tokens != req.max_completion_tokens):
         raise APIError(400, "max_tokens and max_completion_tokens disagree; send one",
                        param="max_tokens", code="conflicting_parameters")
-    kwargs: dict[str, Any] = {}
-    if req.temperature is not None:
-        kwargs["temperature"] = req.temperature
-    if req.top_p is not None:
-        kwargs["top_p"] = req.top_p
+    kwargs: dict[str, Any] = {name: getattr(req, name) for name in _PASSED
+                              if getattr(req, name) is not None}
     limit = req.max_completion_tokens or req.max_tokens
     if limit is not None:
         kwargs["max_tokens"] = limit
     if req.tools:
-        for j, tool in enumerate(req.tools):
-            fn = tool.get("function")
-            if tool.get("type") != "function" or not isinstance(fn, dict) \
-                    or not isinstance(fn.get("name"), str):
-                raise APIError(400, f"tools[{j}] must be {{'type': 'function', 'function': "
-                                    "{'name': ..., 'parameters': ...}}",
-                               param=f"tools[{j}]", code="invalid_tools")
-        kwargs["tools"] = list(req.tools)
-        if req.tool_choice is not None:
-            kwargs["tool_choice"] = req.tool_choice
+        kwargs.update(_tools(req))
     elif req.tool_choice not in (None, "none", "auto"):
         raise APIError(400, "tool_choice needs tools", param="tool_choice",
                        code="invalid_tool_choice")
     if req.response_format is not None:
-        kind = req.response_format.get("type")
-        if kind not in ("text", "json_object", "json_schema"):
-            raise APIError(400, f"response_format.type {kind!r} is not one of text, "
-                                "json_object, json_schema", param="response_format.type",
-                           code="invalid_response_format")
-        if kind != "text":
-            kwargs["response_format"] = req.response_format
+        fmt = response_format(req.response_format)
+        if fmt is not None:
+            kwargs["response_format"] = fmt
     stop = [req.stop] if isinstance(req.stop, str) else (list(req.stop) if req.stop else None)
     opts = req.stream_options or {}
     if opts and not req.stream:
