@@ -404,6 +404,7 @@ class _Proxy:
             mapped = self.map_error(exc, writer)
             err = mapped if isinstance(mapped, APIError) else APIError(
                 500, describe(exc), code="internal_error")
+            _log_error(request, err)
             for event in enc.error(err):
                 yield event
         finally:
@@ -491,6 +492,14 @@ class _Proxy:
         return inp, out
 
 
+def _log_error(request: Request, err: APIError) -> None:
+    """Name a refusal's code and parameter in the request's access-log line."""
+    log = getattr(request.state, "log", None)
+    if not isinstance(log, dict):
+        log = request.state.log = {}
+    log.update({"error_code": err.code, "error_param": err.param})
+
+
 def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
@@ -567,6 +576,7 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        _log_error(request, exc)
         ident = getattr(request.state, "identity", None)
         if isinstance(ident, Identity):  # an authenticated caller: its limits, every time
             for name, value in proxy.limiter.headers(ident.name, rpm=ident.rpm,
@@ -575,17 +585,21 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         return _error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         msg = "no such route" if exc.status_code == 404 else str(exc.detail)
-        return _error_response(APIError(exc.status_code, msg, code="not_found"
-                                        if exc.status_code == 404 else None))
+        api = APIError(exc.status_code, msg, code="not_found" if exc.status_code == 404
+                       else None)
+        _log_error(request, api)
+        return _error_response(api)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_r: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
         param = ".".join(str(p) for p in err.get("loc", ()))
-        return _error_response(APIError(422, f"{param}: {err.get('msg')}", param=param or None,
-                                        code="invalid_value"))
+        api = APIError(422, f"{param}: {err.get('msg')}", param=param or None,
+                       code="invalid_value")
+        _log_error(request, api)
+        return _error_response(api)
 
     @app.exception_handler(Exception)
     async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
