@@ -7,6 +7,8 @@ here), speaking their documented HTTP API so the unmodified ``globus_sdk`` talks
   when included); ``{"active": false}`` for unknown, revoked or expired tokens;
 - ``POST /v2/oauth2/token`` with ``grant_type=urn:globus:auth:grant_type:dependent_token``:
   a JSON list of token objects, one per dependent resource server of the token's scopes;
+  with ``grant_type=authorization_code`` (a native app's login, :meth:`authorize` gives the
+  code a user would paste): the token response for this resource server;
 - ``GET /v2/groups/my_groups`` (Bearer: a Groups token from the dependent grant): the
   groups the user has memberships in, with ``my_memberships``.
 
@@ -95,6 +97,7 @@ class GlobusAuthServer:
         self.clock = clock
         self.tokens: dict[str, _Token] = {}
         self.group_tokens: dict[str, GlobusUser] = {}
+        self.codes: dict[str, GlobusUser] = {}
         self.calls: list[tuple[str, str]] = []
         """``(method, path)`` of every request answered."""
         self.seen_tokens: list[str] = []
@@ -130,6 +133,23 @@ class GlobusAuthServer:
                 client_id=str(uuid.uuid4()), iat=now, exp=now + expires_in,
                 groups_consent=groups_consent)
         return token
+
+    def authorize(self, user: GlobusUser) -> str:
+        """The code ``user`` would get by logging in (exchanged at ``/v2/oauth2/token``)."""
+        code = secrets.token_urlsafe(16)
+        with self._lock:
+            self.codes[code] = user
+        return code
+
+    def exchange(self, form: dict[str, str]) -> tuple[int, Any]:
+        with self._lock:
+            user = self.codes.pop(form.get("code", ""), None)
+        if user is None or not form.get("client_id"):
+            return 400, {"error": "invalid_grant"}
+        token = self.issue(user)
+        return 200, {"access_token": token, "scope": self.scope,
+                     "resource_server": self.client_id, "expires_in": 172800,
+                     "token_type": "Bearer", "state": "_default", "other_tokens": []}
 
     def revoke(self, token: str) -> None:
         with self._lock:
@@ -267,6 +287,8 @@ class _Handler(BaseHTTPRequestHandler):
         fake.calls.append(("POST", self.path))
         if fake.fail_status is not None:
             return self._send(fake.fail_status, {"error": "unavailable"})
+        if self.path == "/v2/oauth2/token" and form.get("grant_type") == "authorization_code":
+            return self._send(*fake.exchange(form))  # a native app: no client secret
         if not fake.client_ok(self.headers.get("Authorization")):
             return self._send(401, {"error": "invalid_client", "errors": [
                 {"status": "401", "code": "UNAUTHORIZED", "detail": "bad client credentials"}]})

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -391,3 +393,26 @@ def test_cli_auth_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     code = stream_main(["proxy", "--auth", "globus", "--config", str(empty),
                         "--db", f"sqlite:///{tmp_path / 'p.db'}"])
     assert code == 1 and "[proxy.globus]" in capsys.readouterr().err
+
+
+DOC = Path(__file__).resolve().parents[3] / "docs" / "globus.md"
+
+
+def test_docs_settings_and_client_example_run(proxy: ProxyFn, globus: GlobusAuthServer,
+                                              capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/globus.md: its [proxy.globus] block is valid settings, and its client example
+    (globus_sdk native-app login, then the openai client) gets an answer from the proxy."""
+    doc = DOC.read_text()
+    (toml,) = re.findall(r"```toml\n(.*?)```", doc, flags=re.S)
+    assert Settings.load(tomllib.loads(toml), env={}).proxy.globus is not None
+    (example,) = re.findall(r"```python\n(.*?)```", doc, flags=re.S)
+    server = proxy(required_scope=SCOPE)
+    code = globus.authorize(ALICE)
+    monkeypatch.setattr("builtins.input", lambda _prompt="": code)
+    example = (example.replace("<a native app client id>", str(uuid.uuid4()))
+               .replace("<the proxy's client id>", CLIENT_ID)
+               .replace("https://stream.example.edu/v1", server.url + "/v1"))
+    exec(compile(example, str(DOC), "exec"), {})  # noqa: S102
+    out = capsys.readouterr().out
+    assert "Log in at: " + globus.url in out and "Hello from the scripted tier." in out
