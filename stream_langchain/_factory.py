@@ -17,6 +17,7 @@ from stream_langchain.context import (
     model_counter,
 )
 from stream_langchain.judges import CachedJudge, FallbackJudge, Judge, KeywordJudge, LLMJudge
+from stream_langchain.ollama import OllamaProbe, OllamaTier, is_ollama
 from stream_langchain.settings import (
     CloudSettings,
     HPCSettings,
@@ -25,8 +26,8 @@ from stream_langchain.settings import (
     SettingsError,
 )
 
-__all__ = ["build_cloud", "build_hpc", "build_judge", "build_local", "build_summarizer",
-           "from_settings"]
+__all__ = ["build_cloud", "build_hpc", "build_judge", "build_local", "build_ollama_probe",
+           "build_summarizer", "from_settings"]
 
 # Context windows when neither the settings nor the model's profile give one (the paper's).
 _DEFAULT_WINDOW = {"hpc": 65536, "cloud": 128000}
@@ -46,13 +47,32 @@ def build_local(s: Settings) -> BaseChatModel:
         return ChatLlamaCpp(**kwargs)
     from langchain_ollama import ChatOllama
 
+    # No num_ctx: ChatStream learns the window from Ollama (build_ollama_probe) and sends it.
     return ChatOllama(
         model=s.local.model,
         base_url=s.local.base_url,
         temperature=s.local.temperature,
         num_predict=s.local.max_tokens,
-        num_ctx=s.local.context_window,
     )
+
+
+def build_ollama_probe(s: Settings) -> OllamaProbe:
+    """What learns the Ollama tier's window (at most ``[local] context_window``) and times
+    its first token (``first_token_timeout_s``, ``cold_load_timeout_s``)."""
+    return OllamaProbe(max_num_ctx=s.local.context_window,
+                       first_token_timeout_s=s.local.first_token_timeout_s,
+                       cold_load_timeout_s=s.local.cold_load_timeout_s)
+
+
+def _learn_num_ctx(local: BaseChatModel, probe: OllamaProbe) -> BaseChatModel:
+    """``local`` with the learned window as ``num_ctx`` when Ollama answers now, so that the
+    summarizer, built here with the same model, asks for the same context (a different
+    ``num_ctx`` makes Ollama reload the model); unchanged when it does not (ChatStream asks
+    again at its first request)."""
+    caps = OllamaTier(local, probe).learn()
+    if caps is None or caps.context_window is None:
+        return local
+    return local.model_copy(update={"num_ctx": caps.context_window})
 
 
 def build_cloud(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatModel | None:
@@ -165,6 +185,9 @@ def from_settings(
     """``ChatStream`` from settings; ``overrides`` win over what the settings build."""
     s = source if isinstance(source, Settings) else Settings.load(source, env=env)
     local = overrides.pop("local") if "local" in overrides else build_local(s)
+    probe = overrides.pop("ollama_probe", None) or build_ollama_probe(s)
+    if is_ollama(local) and getattr(local, "num_ctx", None) is None:
+        local = _learn_num_ctx(local, probe)
     kwargs: dict[str, Any] = {
         "local": local,
         "hpc": (overrides.pop("hpc") if "hpc" in overrides
@@ -183,7 +206,9 @@ def from_settings(
     }
     sections: dict[str, LocalSettings | HPCSettings | CloudSettings] = {
         "local": s.local, "hpc": s.hpc, "cloud": s.cloud}
+    # With Ollama this is the ceiling: ChatStream caps it at the trained length it learns.
     windows: dict[str, int] = {"local": s.local.context_window}
+    kwargs["ollama_probe"] = probe
     capabilities: dict[str, dict[str, Any]] = {}
     for tier in ("hpc", "cloud"):
         model = kwargs[tier]

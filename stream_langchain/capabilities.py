@@ -126,9 +126,12 @@ def validate_capabilities(overrides: Mapping[str, Mapping[str, Any]],
 
 
 def tier_capabilities(model: BaseChatModel,
-                      override: Mapping[str, Any] | None = None) -> Capabilities:
-    """A tier's capabilities: ``override`` wins, then (for the window) the context the model
-    really allocates (``n_ctx``, ``num_ctx``), then the model's ``profile``."""
+                      override: Mapping[str, Any] | None = None,
+                      learned: Capabilities | None = None) -> Capabilities:
+    """A tier's capabilities: ``override`` wins, then what the tier's server said about its
+    model (``learned``: Ollama's ``/api/show``, see :mod:`stream_langchain.ollama`), then (for
+    the window) the context the model really allocates (``n_ctx``, ``num_ctx``), then the
+    model's ``profile``."""
     profile: Mapping[str, Any] = getattr(model, "profile", None) or {}
     override = override or {}
     values: dict[str, Any] = {}
@@ -136,6 +139,10 @@ def tier_capabilities(model: BaseChatModel,
     for key, pkey in _PROFILE_KEYS.items():
         if override.get(key) is not None:
             values[key], sources[key] = override[key], "ChatStream capabilities"
+            continue
+        if learned is not None and getattr(learned, key) is not None:
+            values[key] = getattr(learned, key)
+            sources[key] = learned.sources.get(key, "learned from the server")
             continue
         if key == "context_window":
             for attr in _RUNTIME_WINDOW:

@@ -12,6 +12,8 @@ A settings file looks like this (every section and key is optional)::
     model = "llama3.2:3b"
     base_url = "http://localhost:11434"
     context_window = 32768      # tokens; output_reserve of them are kept for the answer
+                                # (ollama: at most the model's trained length, sent as num_ctx)
+    cold_load_timeout_s = 300   # ollama: first token of a model that is not loaded yet
     output_reserve = 4096
     vision = false              # takes images (default: the model's LangChain profile)
     tools = true                # calls tools (default: the model's LangChain profile)
@@ -122,12 +124,20 @@ class LocalSettings(_Section):
     model: str = "llama3.2:3b"
     base_url: str = "http://localhost:11434"
     context_window: int = Field(32768, gt=0)
-    """Context window in tokens (the paper's 32K)."""
+    """Context window in tokens (the paper's 32K). With Ollama, the ceiling of the window
+    learned from the server: a model trained on less uses its trained length, and the window
+    is sent as ``num_ctx`` with every request (Ollama would silently truncate at its default,
+    4096)."""
     output_reserve: int = Field(4096, ge=0)
     """Tokens of the window kept for the answer; prompts are fitted to the rest."""
     temperature: float = Field(0.7, ge=0.0)
     max_tokens: int = Field(1024, gt=0)
     """Upper bound on a local answer's length."""
+    first_token_timeout_s: float = Field(60.0, gt=0)
+    """Ollama: the wait for a loaded model's first (and each next) piece of answer."""
+    cold_load_timeout_s: float = Field(300.0, gt=0)
+    """Ollama: the same wait when the model is not loaded (the first request after
+    ``keep_alive`` expired loads the weights first)."""
     vision: bool | None = None
     """Whether this tier takes image parts (``None``: as the model's LangChain profile says;
     unknown means no images are sent here)."""

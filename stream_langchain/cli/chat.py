@@ -166,6 +166,11 @@ def _footer(rec: dict[str, Any], elapsed: float) -> str:
         parts.append("failover: " + " -> ".join(rec.get("tiers", [])))
     if rec.get("hpc_mode"):
         parts.append(f"hpc mode: {rec['hpc_mode']}")
+    if rec.get("ollama"):
+        o = rec["ollama"]
+        can = [c for c in o.get("capabilities") or [] if c != "completion"]
+        parts.append(f"ollama num_ctx {o['num_ctx']} ({o['window_source']}); "
+                     f"{', '.join(can) or 'text only'}{'; cold load' if o['cold_load'] else ''}")
     return "[" + " | ".join(parts) + "]"
 
 
