@@ -650,8 +650,9 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         """Usage per identity and tier (admin keys only)."""
         ident = await proxy.authenticate(request)
         if not ident.admin:
-            raise APIError(403, f"key {ident.key_id!r} is not an admin key",
-                           code="admin_required")
+            who = (f"Globus identity {ident.name!r}" if ident.source == "globus"
+                   else f"key {ident.key_id!r}")
+            raise APIError(403, f"{who} has no admin rights", code="admin_required")
         await asyncio.to_thread(store.flush)
         rows = await asyncio.to_thread(store.summary, identity=identity, since=since)
         return JSONResponse({"object": "list", "data": rows})

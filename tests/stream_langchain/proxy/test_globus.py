@@ -318,6 +318,9 @@ def test_admin_by_identity_or_group(proxy: ProxyFn, globus: GlobusAuthServer) ->
     assert usage(globus.issue(GlobusUser("ops@uchicago.edu"))) == 200
     assert usage(globus.issue(GlobusUser("lead@uchicago.edu", groups=[admin_group]))) == 200
     assert usage(globus.issue(ALICE)) == 403
+    r = httpx.get(server.url + "/v1/admin/usage",
+                  headers={"authorization": f"Bearer {globus.issue(ALICE)}"})
+    assert code_of(r) == "admin_required" and "alice@uchicago.edu" in r.text
 
 
 def test_tokens_never_in_logs_errors_or_database(proxy: ProxyFn, globus: GlobusAuthServer,
