@@ -11,6 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from stream_langchain.capabilities import tier_capabilities
 from stream_langchain.context import (
     LRUSummaryCache,
+    MemoryFitter,
     SQLiteSummaryCache,
     SummarizingFitter,
     SummaryCache,
@@ -133,21 +134,29 @@ def build_hpc(
 
 
 def build_summarizer(s: Settings, tiers: Mapping[str, BaseChatModel | None],
-                     ) -> SummarizingFitter | None:
-    """The context fitter ``[context]`` describes, writing with the local tier (``None``:
-    no local tier, or ``summarizer = "none"``)."""
-    local = tiers.get("local")
-    if s.context.summarizer == "none" or local is None:
-        return None
+                     ) -> MemoryFitter | SummarizingFitter | None:
+    """The context fitter ``[context]`` describes, writing with the tier ``summarizer``
+    names, else the local tier (``None``: neither is configured, or ``summarizer =
+    "none"``)."""
     c = s.context
+    writer = (None if c.summarizer == "none"
+              else tiers.get(c.summarizer) or tiers.get("local"))
+    if writer is None:
+        return None
     cache: SummaryCache = (SQLiteSummaryCache(c.cache_path) if c.cache_path
                            else LRUSummaryCache(c.cache_size))
+    counters = {t: model_counter(m, margin=c.token_margin, image_tokens=c.image_tokens)
+                for t, m in tiers.items() if m is not None}
+    if c.fitter == "memory":
+        return MemoryFitter(
+            writer, summary_tokens=c.summary_tokens, chunk_tokens=c.chunk_tokens,
+            margin=c.token_margin, timeout_s=c.timeout_s, cache=cache, wait_s=c.wait_s,
+            recall_share=c.recall_share, watermark=c.watermark,
+            image_tokens=c.image_tokens, counters=counters)
     return SummarizingFitter(
-        local, keep_turns={str(t): n for t, n in c.keep_turns.items()}, trigger=c.trigger,
+        writer, keep_turns={str(t): n for t, n in c.keep_turns.items()}, trigger=c.trigger,
         summary_tokens=c.summary_tokens, chunk_tokens=c.chunk_tokens, margin=c.token_margin,
-        timeout_s=c.timeout_s, cache=cache, image_tokens=c.image_tokens,
-        counters={t: model_counter(m, margin=c.token_margin, image_tokens=c.image_tokens)
-                  for t, m in tiers.items() if m is not None})
+        timeout_s=c.timeout_s, cache=cache, image_tokens=c.image_tokens, counters=counters)
 
 
 def build_judge(s: Settings, local: BaseChatModel | None) -> Judge:

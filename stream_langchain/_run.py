@@ -229,6 +229,8 @@ class RequestRun:
             "summarizer_ms": None,
             "summarizer": None,
             "fallback_truncated": False,
+            "summary_pending": False,
+            "recalled_turns": 0,
             "fallbacks": list(self.fallbacks),
             "failover": self.failover,
             "tiers": list(self.tiers_used) or [tier],

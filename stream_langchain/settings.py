@@ -33,7 +33,9 @@ A settings file looks like this (every section and key is optional)::
     api_key_env = "OPENAI_API_KEY"   # the NAME of the variable holding the key
 
     [context]
-    summarizer = "local"        # local | none (never summarize: too-small tiers are skipped)
+    fitter = "memory"           # memory (recall + background summary) | summarize (previous)
+    summarizer = "local"        # local | hpc (that tier's model writes summaries) | none
+    wait_s = 0.25               # longest a request waits for a summary being written
     trigger = 0.8               # summarize past this fraction of (window - output_reserve)
     keep_turns = { local = 3, hpc = 6, cloud = 6 }   # earlier turns kept verbatim
     summary_tokens = 256        # a summary's cap
@@ -221,11 +223,23 @@ class CloudSettings(_Section):
 class ContextSettings(_Section):
     """How long conversations are fitted to each tier (:mod:`stream_langchain.context`)."""
 
-    summarizer: Literal["local", "none"] = "local"
-    """``local``: the local tier writes summaries of older turns; ``none``: never summarize
-    (tiers whose window is too small are skipped)."""
+    fitter: Literal["memory", "summarize"] = "memory"
+    """``memory``: fill the budget with recent turns, recalled earlier turns and a summary
+    written in the background (:class:`~stream_langchain.context.MemoryFitter`);
+    ``summarize``: the previous fitter, older turns summarized on the request path."""
+    summarizer: Literal["local", "hpc", "none"] = "local"
+    """Which tier's model writes summaries of older turns (``hpc``: its bigger model, when
+    there is one); ``none``: no fitting (tiers whose window is too small are skipped)."""
+    wait_s: float = Field(0.25, ge=0.0, le=10.0)
+    """The longest a request waits for a summary being written (memory fitter)."""
+    recall_share: float = Field(0.35, ge=0.0, lt=1.0)
+    """Part of the room kept for recalled earlier turns before recent turns take the rest."""
+    watermark: float = Field(0.6, gt=0.0, le=1.0)
+    """After an answer, a summary is prepared once the history passes this part of the
+    budget (memory fitter)."""
     trigger: float = Field(0.8, gt=0.0, le=1.0)
-    """Summarize once a conversation passes this fraction of (window - output_reserve)."""
+    """Summarize once a conversation passes this fraction of (window - output_reserve)
+    (``summarize`` fitter)."""
     keep_turns: dict[Literal["local", "hpc", "cloud"], int] = Field(
         default_factory=lambda: {"local": 3, "hpc": 6, "cloud": 6})  # type: ignore[arg-type]
     """Per tier, earlier turns kept verbatim (the latest user turn always is)."""

@@ -1,15 +1,19 @@
-"""Tier-aware context fitting: token budgets, summarization of older turns, a summary cache.
+"""Tier-aware context fitting: token budgets, recall of evicted turns, background summaries.
 
 :class:`~stream_langchain.ChatStream` counts the conversation's tokens and, for each tier it
 considers, asks its ``summarizer`` (any :class:`ContextFitter`) for the messages that fit that
 tier's prompt budget (window minus the answer's reserve). The default fitter,
-:class:`SummarizingFitter`, keeps system messages and the most recent turns verbatim and
-condenses older turns with the local model, incrementally: summaries are cached under a hash
-of the exact message prefix they cover (:class:`LRUSummaryCache`, or
+:class:`MemoryFitter`, fills that budget: system messages, the latest turn and as many recent
+turns verbatim as fit, the latest summary of older turns (written in the background after an
+answer, never on the request path beyond a small bound), and the evicted turns most relevant
+to the latest question, quoted (BM25, plus embeddings when configured). Summaries and the
+recall index are cached by content hash (:class:`LRUSummaryCache`, or
 :class:`SQLiteSummaryCache` shared between processes), so a client that resends the whole
-history pays only for what is new. Routing uses the size after fitting, and the routing record
-says what happened (``summarized``, ``context_tokens_before`` / ``_after``,
-``summary_cached``, ``summarizer_ms``, ``summarizer``, ``fallback_truncated``).
+history pays only for what is new. :class:`SummarizingFitter` is the previous fitter (older
+turns summarized inline on the request path), kept for comparison (``[context] fitter =
+"summarize"``). Routing uses the size after fitting, and the routing record says what
+happened (``summarized``, ``context_tokens_before`` / ``_after``, ``summary_cached``,
+``summary_pending``, ``recalled_turns``, ``summarizer``, ``fallback_truncated``).
 
 Example:
     >>> from langchain_core.messages import HumanMessage
@@ -46,28 +50,38 @@ from stream_langchain.context._fitter import (
     Fitted,
     SummarizingFitter,
 )
+from stream_langchain.context._memory import RECALL_HEADER, MemoryFitter, identifiers
+from stream_langchain.context._recall import Embedder, RecallIndex, bm25_scores, terms
 
 __all__ = [
     "DEFAULT_KEEP_TURNS",
     "IMAGE_TOKENS",
+    "RECALL_HEADER",
     "SUMMARIZER_KEY",
     "SUMMARY_HEADER",
     "ContextFitter",
+    "Embedder",
     "Fitted",
     "LRUSummaryCache",
+    "MemoryFitter",
+    "RecallIndex",
     "SQLiteSummaryCache",
     "SummarizingFitter",
     "SummaryCache",
     "TokenCounter",
     "afit_with",
+    "bm25_scores",
     "cl100k_counter",
     "count_text_tokens",
     "count_tokens",
     "estimate_with",
     "fit_with",
+    "identifiers",
     "message_text",
     "model_counter",
     "prefix_hashes",
+    "prepare_with",
+    "terms",
 ]
 
 OnEvent = Callable[[str, dict[str, Any]], Any]
@@ -101,9 +115,10 @@ def _plain(messages: Sequence[BaseMessage], out: list[BaseMessage], changed: boo
 
 def fit_with(fitter: ContextFitter, messages: Sequence[BaseMessage], *, budget_tokens: int,
              tier: str, on_event: OnEvent | None = None) -> Fitted:
-    """Fit with any :class:`ContextFitter`; a :class:`SummarizingFitter` reports in full,
-    others as ``(messages, changed)`` with cl100k counts."""
-    if isinstance(fitter, SummarizingFitter):
+    """Fit with any :class:`ContextFitter`; :class:`MemoryFitter` and
+    :class:`SummarizingFitter` report in full, others as ``(messages, changed)`` with cl100k
+    counts."""
+    if isinstance(fitter, SummarizingFitter | MemoryFitter):
         return fitter.fit_detailed(messages, budget_tokens=budget_tokens, tier=tier,
                                    on_event=on_event)
     out, changed = fitter.fit(messages, budget_tokens=budget_tokens, tier=tier)
@@ -113,7 +128,7 @@ def fit_with(fitter: ContextFitter, messages: Sequence[BaseMessage], *, budget_t
 async def afit_with(fitter: ContextFitter, messages: Sequence[BaseMessage], *,
                     budget_tokens: int, tier: str, on_event: OnEvent | None = None) -> Fitted:
     """Async form of :func:`fit_with`."""
-    if isinstance(fitter, SummarizingFitter):
+    if isinstance(fitter, SummarizingFitter | MemoryFitter):
         return await fitter.afit_detailed(messages, budget_tokens=budget_tokens, tier=tier,
                                           on_event=on_event)
     out, changed = await fitter.afit(messages, budget_tokens=budget_tokens, tier=tier)
@@ -123,7 +138,16 @@ async def afit_with(fitter: ContextFitter, messages: Sequence[BaseMessage], *,
 def estimate_with(fitter: ContextFitter, messages: Sequence[BaseMessage], *,
                   budget_tokens: int, tier: str) -> int | None:
     """Tokens after fitting, without calling a model, when the fitter can tell
-    (:meth:`SummarizingFitter.estimate`); ``None`` otherwise."""
-    if isinstance(fitter, SummarizingFitter):
+    (:meth:`MemoryFitter.estimate`, :meth:`SummarizingFitter.estimate`); ``None`` otherwise."""
+    if isinstance(fitter, SummarizingFitter | MemoryFitter):
         return fitter.estimate(messages, budget_tokens=budget_tokens, tier=tier)
     return None
+
+
+def prepare_with(fitter: ContextFitter, messages: Sequence[BaseMessage], *,
+                 budget_tokens: int, tier: str) -> bool:
+    """After an answer: let a fitter that writes summaries in the background start the one
+    the next request will want (:meth:`MemoryFitter.prepare`); ``False`` for others."""
+    if isinstance(fitter, MemoryFitter):
+        return fitter.prepare(messages, budget_tokens=budget_tokens, tier=tier)
+    return False

@@ -20,10 +20,10 @@ from typing import Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-__all__ = ["LRUSummaryCache", "SQLiteSummaryCache", "SummaryCache", "prefix_hashes"]
+__all__ = ["LRUSummaryCache", "SQLiteSummaryCache", "SummaryCache", "canonical", "prefix_hashes"]
 
 
-def _canonical(message: BaseMessage) -> bytes:
+def canonical(message: BaseMessage) -> bytes:
     """What identifies a message for the cache: role, content, tool ids (and call args)."""
     data: dict[str, object] = {"role": message.type, "content": message.content}
     if isinstance(message, AIMessage) and message.tool_calls:
@@ -49,7 +49,7 @@ def prefix_hashes(messages: Sequence[BaseMessage], namespace: str = "") -> list[
     h = hashlib.sha256(b"stream-summary-v1\0" + namespace.encode()).digest()
     out = [h.hex()]
     for m in messages:
-        h = hashlib.sha256(h + _canonical(m)).digest()
+        h = hashlib.sha256(h + canonical(m)).digest()
         out.append(h.hex())
     return out
 

@@ -109,9 +109,19 @@ class Fitted:
     """The summarizer failed or was skipped, so the oldest turns were dropped instead."""
     error: str | None = None
     """Why the summarizer was not used, when it was not."""
+    summary_used: bool | None = None
+    """Whether a summary is in :attr:`messages` (``None``: changed and not truncated)."""
+    summary_pending: bool = False
+    """A summary for this conversation was still being written when the request went on."""
+    recalled_turns: int = 0
+    """Evicted turns quoted back into the prompt (recall)."""
+    summary_wait_ms: float = 0.0
+    """Time the request waited for a summary being written (bounded)."""
 
     @property
     def summarized(self) -> bool:
+        if self.summary_used is not None:
+            return self.summary_used
         return self.changed and not self.fallback_truncated
 
     def record(self) -> dict[str, Any]:
@@ -125,7 +135,12 @@ class Fitted:
                               else round(self.summarizer_ms, 3)),
             "summarizer": self.summarizer,
             "fallback_truncated": self.fallback_truncated,
+            "summary_pending": self.summary_pending,
+            "recalled_turns": self.recalled_turns,
+            "context_fitted": self.changed,
         }
+        if self.summary_wait_ms:
+            rec["summary_wait_ms"] = round(self.summary_wait_ms, 3)
         if self.summarizer_calls:
             rec["summarizer_calls"] = self.summarizer_calls
             rec["summarizer_input_tokens"] = self.summarizer_input_tokens

@@ -3,7 +3,8 @@ happened, progress is reported, and nothing is sent to a tier it cannot fit.
 
 Real tiers (llama.cpp in-process, llama.cpp's OpenAI-compatible server); the summarizer is the
 deterministic ``CountingSummarizer`` so these tests check plumbing, not a model's prose
-(test_context_llama.py uses the real model as summarizer).
+(test_context_llama.py uses the real model as summarizer). The default fitter is the
+MemoryFitter (background summaries); the previous SummarizingFitter is checked where named.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import HumanMessage
 
 from stream_langchain import AllTiersFailed, ChatStream
-from stream_langchain.context import SUMMARIZER_KEY, SummarizingFitter
+from stream_langchain.context import SUMMARIZER_KEY, MemoryFitter, SummarizingFitter
 from stream_langchain.routing import CircuitBreaker
 from tests.stream_langchain.conftest import FixedJudge
 from tests.stream_langchain.context_helpers import CountingSummarizer, chat
@@ -24,27 +25,33 @@ from tests.stream_langchain.context_helpers import CountingSummarizer, chat
 pytestmark = pytest.mark.slow
 
 RECORD_KEYS = {"context_tokens_before", "context_tokens_after", "summary_cached",
-               "summarizer_ms", "summarizer", "fallback_truncated", "summarized"}
+               "summarizer_ms", "summarizer", "fallback_truncated", "summarized",
+               "summary_pending", "recalled_turns"}
 
 
-def test_low_with_a_long_history_stays_local_after_summarization(
+def test_low_with_a_long_history_stays_local_after_fitting(
         local_model: BaseChatModel, hpc_model: BaseChatModel) -> None:
-    """A history over the local window: summarized for local and answered there; without
-    summarization the local tier is skipped for its window and HPC answers."""
+    """A history over the local window: fitted for local (recall, no summarizer on the
+    request path) and answered there; the summary prepared after the answer is used by the
+    next request; without fitting the local tier is skipped for its window and HPC answers."""
     summarizer = CountingSummarizer()
     msgs = chat(20)
     windows = {"local": 1024}  # the HPC stand-in's server has 2048: it fits there
     llm = ChatStream(local=local_model, hpc=hpc_model, judge=FixedJudge("LOW"),
                      summarizer_model=summarizer, context_windows=windows)
-    rec = llm.invoke(msgs).response_metadata["stream"]
-    assert rec["tier"] == "local" and rec["summarized"] is True
-    assert RECORD_KEYS <= rec.keys()
+    assert isinstance(llm.fitter, MemoryFitter)
+    res = llm.invoke(msgs)
+    rec = res.response_metadata["stream"]
+    assert rec["tier"] == "local" and RECORD_KEYS <= rec.keys()
     assert rec["context_tokens_before"] > 1024 > rec["context_tokens_after"]
-    assert rec["summarizer"] == "counting-summarizer" and rec["summarizer_ms"] >= 0
-    assert rec["fallback_truncated"] is False and summarizer.calls >= 1
+    assert rec["recalled_turns"] > 0 and rec["fallback_truncated"] is False
+    assert "summarizer_calls" not in rec  # nothing was summarized on the request path
 
-    again = llm.invoke(msgs).response_metadata["stream"]
+    assert llm.fitter.wait_idle(60) and summarizer.calls >= 1  # prepared after the answer
+    nxt = [*msgs, res, HumanMessage("And 3 + 3?")]
+    again = llm.invoke(nxt).response_metadata["stream"]
     assert again["tier"] == "local" and again["summary_cached"] is True
+    assert again["summarized"] is True and again["summarizer"] == "counting-summarizer"
 
     plain = ChatStream(local=local_model, hpc=hpc_model, judge=FixedJudge("LOW"),
                        summarize=False, context_windows=windows)
@@ -87,8 +94,8 @@ def test_a_failing_summarizer_truncates_records_and_opens_its_breaker(
     the error, and after the threshold the summarizer is no longer called."""
     summarizer = CountingSummarizer(mode="raise")
     breaker = CircuitBreaker(threshold=2, window=60, cooldown=60)
-    llm = ChatStream(local=local_model, judge=FixedJudge("LOW"), summarizer_model=summarizer,
-                     circuit_breaker=breaker)
+    llm = ChatStream(local=local_model, judge=FixedJudge("LOW"), circuit_breaker=breaker,
+                     summarizer=SummarizingFitter(summarizer, breaker=breaker))
     for turns in (40, 41):
         rec = llm.invoke(chat(turns)).response_metadata["stream"]
         assert rec["tier"] == "local" and rec["fallback_truncated"] is True
@@ -109,11 +116,12 @@ class Events(BaseCallbackHandler):
 
 async def test_progress_reaches_the_hook_and_callback_handlers(
         local_model: BaseChatModel) -> None:
-    """on_context_event and LangChain custom events see summarize_start then _end (sync and
-    async); a request that needs no summary emits nothing."""
+    """With the previous fitter (summaries on the request path), on_context_event and
+    LangChain custom events see summarize_start then _end (sync and async); a request that
+    needs no summary emits nothing."""
     seen: list[tuple[str, str]] = []
     llm = ChatStream(local=local_model, judge=FixedJudge("LOW"),
-                     summarizer_model=CountingSummarizer(),
+                     summarizer=SummarizingFitter(CountingSummarizer()),
                      on_context_event=lambda name, data: seen.append((name, data["tier"])))
     handler = Events()
     llm.invoke(chat(40), config={"callbacks": [handler]})
