@@ -28,7 +28,9 @@ Piece = str | dict[str, Any]
 
 class ScriptedModel(BaseChatModel):
     """Streams ``script`` (strings: text; dicts: tool-call chunk fields), ``delay`` seconds
-    apart, then a usage chunk; ``fail_after`` raises after that many pieces."""
+    apart, then a usage chunk; ``fail_after`` raises after that many pieces. ``generated``
+    counts the pieces made; ``stopped`` turns true once the stream is over (finished,
+    failed, closed or cancelled), after which ``generated`` cannot change."""
 
     script: list[Any]
     delay: float = 0.0
@@ -36,6 +38,7 @@ class ScriptedModel(BaseChatModel):
     input_tokens: int = 11
     name_: str = "scripted-1"
     generated: int = 0
+    stopped: bool = False
     calls: list[dict[str, Any]] = []
 
     @property
@@ -64,19 +67,23 @@ class ScriptedModel(BaseChatModel):
                        run_manager: AsyncCallbackManagerForLLMRun | None = None,
                        **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         self.calls.append({"messages": messages, "stop": stop, **kwargs})
+        self.stopped = False
         out = 0
-        for i, piece in enumerate(self.script):
-            if self.fail_after is not None and i >= self.fail_after:
-                raise ConnectionResetError("backend connection reset")
-            if self.delay:
-                await asyncio.sleep(self.delay)
-            self.generated += 1
-            if isinstance(piece, str):
-                out += 1
-                yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
-            else:
-                yield ChatGenerationChunk(message=AIMessageChunk(
-                    content="", tool_call_chunks=[{"type": "tool_call_chunk", **piece}]))
+        try:
+            for i, piece in enumerate(self.script):
+                if self.fail_after is not None and i >= self.fail_after:
+                    raise ConnectionResetError("backend connection reset")
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                self.generated += 1
+                if isinstance(piece, str):
+                    out += 1
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=piece))
+                else:
+                    yield ChatGenerationChunk(message=AIMessageChunk(
+                        content="", tool_call_chunks=[{"type": "tool_call_chunk", **piece}]))
+        finally:
+            self.stopped = True
         yield ChatGenerationChunk(message=AIMessageChunk(
             content="", usage_metadata={"input_tokens": self.input_tokens, "output_tokens": out,
                                         "total_tokens": self.input_tokens + out},
