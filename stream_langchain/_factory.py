@@ -101,10 +101,10 @@ def build_hpc(
     ``globus_client`` is passed to ``globus_compute_sdk.Executor`` (default: the SDK builds
     one from your Globus login or ``GLOBUS_COMPUTE_CLIENT_ID``/``_SECRET``).
     """
-    if s.hpc.endpoint_id is None:
+    if not s.hpc.enabled:
         return None
     source = os.environ if env is None else env
-    if not s.hpc.relay_url:
+    if not s.hpc.relay_url and not s.hpc.relay_urls:
         raise SettingsError("hpc.endpoint_id is set but hpc.relay_url is not")
     secret = source.get(s.hpc.relay_secret_env, "")
     if not secret:
@@ -116,10 +116,12 @@ def build_hpc(
 
     return ChatHPC.from_globus(
         endpoint_id=s.hpc.endpoint_id,
+        endpoint_ids=s.hpc.endpoint_ids,
         amqp_port=s.hpc.amqp_port,
         task_group_id=s.hpc.task_group_id,
         client=globus_client,
         relay_url=s.hpc.relay_url,
+        relay_urls=s.hpc.relay_urls,
         relay_secret=secret,
         backend_url=s.hpc.backend_url,
         model=s.hpc.model,

@@ -174,7 +174,8 @@ class RequestRun:
             # before the last chunk's full record arrives.
             self._announced = True
             meta["stream_route"] = self.route_hint(tier)
-        for key in ("hpc_mode", "hpc_fallback_reason", "hpc_queue_ms", "hpc_backend_ttft_ms"):
+        for key in ("hpc_mode", "hpc_fallback_reason", "hpc_queue_ms", "hpc_backend_ttft_ms",
+                    "hpc_relay", "hpc_endpoint", "hpc_failovers"):
             if key in meta:
                 self.extra[key] = meta[key]
         update: dict[str, Any] = {"id": None, "response_metadata": meta}

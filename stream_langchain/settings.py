@@ -21,6 +21,8 @@ A settings file looks like this (every section and key is optional)::
     [hpc]
     endpoint_id = "..."         # Globus Compute endpoint
     relay_url = "wss://relay.example.edu"
+    relay_urls = ["wss://relay2.example.edu"]   # more relays (failover before the first token)
+    endpoint_ids = ["..."]      # more endpoints (a task not started in time moves on)
     relay_secret_env = "STREAM_RELAY_SECRET"
     backend_url = "http://127.0.0.1:8000/v1"
     model = "meta-llama/Llama-3.3-70B-Instruct"
@@ -54,6 +56,9 @@ A settings file looks like this (every section and key is optional)::
     required_scope = "https://auth.globus.org/scopes/<client_id>/inference"   # optional
     required_group = "..."      # optional Globus group id
     admin_identities = ["ops@uchicago.edu"]   # usernames or identity ids (optional)
+
+    [shared]                    # replicas share limits, revocation, breakers (docs/scaling.md)
+    redis_url = "redis://127.0.0.1:6379/0"   # unset: each process keeps its own
 
     [budget]
     cloud_usd = 5.0
@@ -95,6 +100,7 @@ __all__ = [
     "RoutingSettings",
     "Settings",
     "SettingsError",
+    "SharedSettings",
     "StreamSection",
     "default_config_path",
 ]
@@ -153,6 +159,12 @@ class HPCSettings(_Section):
     amqp_port: int = Field(443, gt=0)
     task_group_id: str | None = None
     relay_url: str | None = None
+    relay_urls: list[str] = Field(default_factory=list)
+    """More relays (same secret, no shared state): a healthy one is picked per request and a
+    relay that cannot be reached before the first token moves the request to the next."""
+    endpoint_ids: list[str] = Field(default_factory=list)
+    """More Globus Compute endpoints: a task not started within ``queue_timeout_s`` moves to
+    the next one before the first token."""
     relay_secret_env: str = "STREAM_RELAY_SECRET"  # noqa: S105 (a variable name, not a secret)
     backend_url: str = "http://127.0.0.1:8000/v1"
     model: str = "meta-llama/Llama-3.3-70B-Instruct"
@@ -179,7 +191,7 @@ class HPCSettings(_Section):
 
     @property
     def enabled(self) -> bool:
-        return self.endpoint_id is not None
+        return self.endpoint_id is not None or bool(self.endpoint_ids)
 
 
 class CloudSettings(_Section):
@@ -321,6 +333,13 @@ class ProxySettings(_Section):
     """Globus sign-in (``--auth globus``); ``None``: not configured."""
 
 
+class SharedSettings(_Section):
+    """State shared by proxy replicas (``[shared]``); unset: each process keeps its own."""
+
+    redis_url: str | None = None
+    """``redis://`` URL: rate limits, key revocation and circuit breakers shared through Redis."""
+
+
 class Settings(_Section):
     """The whole configuration. Build with :meth:`load`."""
 
@@ -332,6 +351,7 @@ class Settings(_Section):
     routing: RoutingSettings = RoutingSettings()
     budget: BudgetSettings = BudgetSettings()
     proxy: ProxySettings = ProxySettings()
+    shared: SharedSettings = SharedSettings()
     source: str | None = None
     """Where the settings came from (file path), for error messages."""
 

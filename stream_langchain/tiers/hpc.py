@@ -36,7 +36,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
-from pydantic import ConfigDict, Field, SecretStr, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from stream_langchain.tiers.hpc_errors import (
     HPCError,
@@ -47,6 +47,7 @@ from stream_langchain.tiers.hpc_errors import (
     HPCTaskError,
 )
 from stream_langchain.tiers.hpc_globus import globus_executor, shipped_serializer
+from stream_langchain.tiers.hpc_pool import HealthPool, RelayFailed, failover_stream
 
 __all__ = [
     "ChatHPC",
@@ -198,7 +199,7 @@ class ChatHPC(BaseChatModel):
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    executor: Any = Field(exclude=True, repr=False)
+    executor: Any = Field(default=None, exclude=True, repr=False)
     """Runs the HPC functions: any ``concurrent.futures.Executor``."""
     relay_url: str | None = None
     """Relay base URL (``ws://host:port`` or ``wss://...``); ``None`` means batch mode only."""
@@ -242,27 +243,76 @@ class ChatHPC(BaseChatModel):
     """On the node: connecting to the backend and waiting between its bytes."""
     token_ttl: float = Field(default=3600.0, gt=0)
     """Lifetime of the per-request capability tokens."""
+    # Several relays and endpoints (see stream_langchain.tiers.hpc_pool)
+    relay_urls: list[str] = Field(default_factory=list)
+    """Several relays (same secret, no shared state): each request picks a healthy one and
+    moves to the next if it cannot be reached before the first token. Includes
+    ``relay_url`` when both are given."""
+    executors: list[Any] = Field(default_factory=list, exclude=True, repr=False)
+    """Several endpoints (one Executor each, after ``executor``): a task not started within
+    ``queue_timeout`` moves to the next before the first token."""
+    endpoint_ids: list[str] = Field(default_factory=list)
+    """Names of the endpoints in the record (``hpc_endpoint``), in the order of ``executor``
+    then ``executors`` (default: ``endpoint-0``, ``endpoint-1``, ...)."""
+    failover_cooldown: float = Field(default=30.0, gt=0)
+    """Seconds a relay or endpoint that failed is avoided (doubling while it keeps failing)."""
 
     @model_validator(mode="after")
     def _check(self) -> ChatHPC:
-        if not isinstance(self.executor, concurrent.futures.Executor) and not callable(
-            getattr(self.executor, "submit", None)
-        ):
-            raise ValueError("executor must be a concurrent.futures.Executor (has .submit)")
+        if self.executor is None and self.executors:
+            self.executor, self.executors = self.executors[0], self.executors[1:]
+        for ex in [self.executor, *self.executors]:
+            if not isinstance(ex, concurrent.futures.Executor) and not callable(
+                getattr(ex, "submit", None)
+            ):
+                raise ValueError("executor must be a concurrent.futures.Executor (has .submit)")
+        if self.relay_url is None and self.relay_urls:
+            self.relay_url = self.relay_urls[0]
         if self.relay_url is not None:
-            if not self.relay_url.startswith(("ws://", "wss://")):
-                raise ValueError(f"relay_url must start with ws:// or wss://: {self.relay_url!r}")
+            for url in self._relays():
+                if not url.startswith(("ws://", "wss://")):
+                    raise ValueError(f"relay_url must start with ws:// or wss://: {url!r}")
             if self.relay_secret is None or not self.relay_secret.get_secret_value():
                 raise ValueError("relay_url is set but relay_secret is missing or empty")
         if not self.backend_url.startswith(("http://", "https://")):
             raise ValueError(f"backend_url must be an http(s) URL: {self.backend_url!r}")
         return self
 
+    _pools: tuple[HealthPool, HealthPool, dict[str, Any]] | None = PrivateAttr(default=None)
+
+    def _relays(self) -> list[str]:
+        """The relay URLs, ``relay_url`` first, without repeats."""
+        urls = [self.relay_url] if self.relay_url else []
+        return list(dict.fromkeys([*urls, *self.relay_urls]))
+
+    def _pools_now(self) -> tuple[HealthPool, HealthPool, dict[str, Any]]:
+        if self._pools is None:
+            execs = [self.executor, *self.executors]
+            names = list(self.endpoint_ids[: len(execs)])
+            names += [f"endpoint-{i}" for i in range(len(names), len(execs))]
+            relays = HealthPool(self._relays() or ["-"], self.failover_cooldown)
+            endpoints = HealthPool(names, self.failover_cooldown)
+            self._pools = (relays, endpoints, dict(zip(names, execs, strict=True)))
+        return self._pools
+
+    @property
+    def _relay_pool(self) -> HealthPool:
+        return self._pools_now()[0]
+
+    @property
+    def _endpoint_pool(self) -> HealthPool:
+        return self._pools_now()[1]
+
+    @property
+    def _executor_map(self) -> dict[str, Any]:
+        return self._pools_now()[2]
+
     @classmethod
     def from_globus(
         cls,
         *,
-        endpoint_id: str,
+        endpoint_id: str | None = None,
+        endpoint_ids: Sequence[str] = (),
         amqp_port: int | None = 443,
         task_group_id: str | None = None,
         client: Any = None,
@@ -272,6 +322,8 @@ class ChatHPC(BaseChatModel):
 
         Args:
             endpoint_id: Globus Compute endpoint UUID.
+            endpoint_ids: More endpoints (one Executor each; a task not started within
+                ``queue_timeout`` moves to the next).
             amqp_port: Results-queue port (443, 5671 or 5672).
             task_group_id: Task group to reuse (optional).
             client: A ``globus_compute_sdk.Client`` (optional).
@@ -280,10 +332,14 @@ class ChatHPC(BaseChatModel):
         Returns:
             The chat model.
         """
-        executor = globus_executor(
-            endpoint_id, amqp_port=amqp_port, task_group_id=task_group_id, client=client
-        )
-        return cls(executor=executor, **kwargs)
+        ids = list(dict.fromkeys([*([endpoint_id] if endpoint_id else []), *endpoint_ids]))
+        if not ids:
+            raise ValueError("from_globus needs endpoint_id or endpoint_ids")
+        execs = [
+            globus_executor(i, amqp_port=amqp_port, task_group_id=task_group_id, client=client)
+            for i in ids
+        ]
+        return cls(executor=execs[0], executors=execs[1:], endpoint_ids=ids, **kwargs)
 
     # -- LangChain surface ------------------------------------------------------------------
 
@@ -418,20 +474,19 @@ class ChatHPC(BaseChatModel):
         self, messages: Sequence[BaseMessage], stop: list[str] | None, **kwargs: Any
     ) -> AsyncGenerator[ChatGenerationChunk, None]:
         body = self.request_body(messages, stop, **kwargs)
-        if self.mode == "batch" or self.relay_url is None:
-            reason = None if self.mode == "batch" else "no relay configured"
-            for chunk in await self._batch(body, reason):
-                yield chunk
-            return
-        async for chunk in self._stream_via_relay(body):
+        batch = self.mode == "batch" or self.relay_url is None
+        reason = None if self.mode == "batch" else "no relay configured"
+        async for chunk in failover_stream(self, body, batch=reason, stream=not batch):
             yield chunk
 
-    async def _batch(self, body: dict[str, Any], reason: str | None) -> list[ChatGenerationChunk]:
+    async def _batch(
+        self, body: dict[str, Any], reason: str | None, executor: Any = None
+    ) -> list[ChatGenerationChunk]:
         from hpc_functions import batch_chat
 
         submitted = time.monotonic()
         try:
-            future = self.executor.submit(batch_chat, body)
+            future = (executor or self.executor).submit(batch_chat, body)
         except Exception as exc:
             raise HPCTaskError(f"executor refused the batch task: {_describe(exc)}") from exc
         try:
@@ -454,17 +509,24 @@ class ChatHPC(BaseChatModel):
         return _batch_chunks(result["completion"], meta)
 
     async def _stream_via_relay(  # noqa: C901 - one state machine, kept in one place
-        self, body: dict[str, Any]
+        self,
+        body: dict[str, Any],
+        relay_url: str | None = None,
+        executor: Any = None,
+        channel: str | None = None,
+        failover: bool = False,
     ) -> AsyncIterator[ChatGenerationChunk]:
         from hpc_functions import stream_chat
 
         relay = _relay_lib()
-        assert self.relay_url is not None and self.relay_secret is not None
-        channel = relay.new_channel()
+        relay_url = relay_url or self.relay_url
+        executor = executor or self.executor
+        assert relay_url is not None and self.relay_secret is not None
+        channel = channel or relay.new_channel()
         key = relay.new_key()
         tokens = relay.mint_tokens(self.relay_secret.get_secret_value(), channel, self.token_ttl)
         consumer = relay.Consumer(
-            self.relay_url,
+            relay_url,
             channel,
             tokens.consumer,
             key,
@@ -476,6 +538,8 @@ class ChatHPC(BaseChatModel):
         try:
             await consumer.__aenter__()
         except Exception as exc:
+            if failover and _is_unreachable(exc):  # hpc_pool tries the next relay, then batch
+                raise RelayFailed(f"relay unreachable: {_describe(exc)}") from exc
             if self.batch_fallback and _is_unreachable(exc):
                 reason = f"relay unreachable: {_describe(exc)}"
                 for chunk in await self._batch(body, reason):
@@ -484,7 +548,7 @@ class ChatHPC(BaseChatModel):
             raise HPCError(f"could not open the relay channel: {_describe(exc)}") from exc
 
         relay_info = {
-            "url": self.relay_url,
+            "url": relay_url,
             "channel": channel,
             "token": tokens.producer,
             "key": key,
@@ -497,7 +561,7 @@ class ChatHPC(BaseChatModel):
         tokens_out = 0
         try:
             try:
-                future = self.executor.submit(stream_chat, body, relay_info)
+                future = executor.submit(stream_chat, body, relay_info)
             except Exception as exc:
                 raise HPCTaskError(f"executor refused the task: {_describe(exc)}") from exc
             task_done: asyncio.Future[Any] | None = asyncio.wrap_future(future)
@@ -558,6 +622,9 @@ class ChatHPC(BaseChatModel):
                         f"HPC node reported: {exc.message}", tokens=tokens_out
                     ) from exc
                 except relay.RelayError as exc:
+                    if failover and not tokens_out and _relay_lost(exc):
+                        lost = f"relay lost before the first token: {_describe(exc)}"
+                        raise RelayFailed(lost) from exc
                     raise HPCError(
                         f"relay stream failed after {tokens_out} tokens: {_describe(exc)}",
                         tokens=tokens_out,
@@ -615,6 +682,12 @@ def _timeout_error(phase: str, timeout: float, tokens: int) -> HPCError:
         f"HPC stream idle for more than idle_timeout={timeout:g}s after {tokens} tokens",
         tokens=tokens,
     )
+
+
+def _relay_lost(exc: BaseException) -> bool:
+    """Whether a relay error before the first token means the relay went away."""
+    relay = _relay_lib()
+    return _is_unreachable(exc) or isinstance(exc, relay.ChannelClosed | relay.TruncatedStream)
 
 
 def _task_outcome(done: asyncio.Future[Any], tokens: int) -> dict[str, Any]:
