@@ -43,6 +43,29 @@ def _get(url: str) -> tuple[int, str, str]:
         return exc.code, exc.headers["Content-Type"], exc.read().decode()
 
 
+def _until(cond: Any, timeout: float = 10.0) -> None:
+    """Poll ``cond()`` until it is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+async def _eventually(cond: Any, timeout: float = 10.0) -> None:
+    """:func:`_until` for async tests: the caller's event loop keeps running while it polls."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def _paused(relay: RelayThread) -> int:
+    """How many producers the relay has stopped reading (backpressure)."""
+    return int(relay.call(lambda: sum(ch.reading_paused for ch in relay.server._channels.values())))
+
+
 def _metric(relay: RelayThread, line_start: str) -> float:
     _, _, body = _get(relay.url + "/metrics")
     for line in body.splitlines():
@@ -203,7 +226,7 @@ async def test_buffer_before_the_consumer_joins_is_bounded_and_lossless(stream: 
                 await producer.close()
 
             task = asyncio.create_task(produce())
-            await asyncio.sleep(0.5)
+            await _eventually(lambda: _paused(relay) == 1)  # the buffer filled: paused
             peak = relay.server.metrics.buffered_bytes
             assert 0 < peak <= limit + 256 * 1024 + 17_000
             assert not task.done()  # held back, not dropped
@@ -233,7 +256,7 @@ async def test_slow_consumer_gets_backpressure_not_unbounded_buffers(stream: Str
                     await producer.close()
 
                 task = asyncio.create_task(produce())
-                await asyncio.sleep(0.5)
+                await _eventually(lambda: _paused(relay) == 1)  # the consumer is slow: paused
 
                 def buffered() -> int:
                     return sum(
@@ -345,7 +368,7 @@ def test_graceful_shutdown_lets_a_stream_in_progress_finish(stream: Stream) -> N
         assert next(consumer) == {"i": 0}
         stopper = threading.Thread(target=relay.stop)
         stopper.start()
-        time.sleep(0.2)
+        _until(lambda: relay.call(relay.server.health)["status"] == "closing")
         producer.send({"i": 1})
         producer.close()
         assert list(consumer) == [{"i": 1}]
@@ -435,7 +458,8 @@ async def test_producer_arriving_after_the_consumer_gave_up_learns_at_once(
     ChannelClosed instead of buffering into a channel nobody will read."""
     async with Consumer(relay_server.url, stream.channel, stream.tokens.consumer, stream.key):
         pass
-    await asyncio.sleep(0.05)
+    ended = relay_server.server._ended
+    await _eventually(lambda: relay_server.call(lambda: stream.channel in ended))
     with pytest.raises(ChannelClosed):
         await AsyncProducer(
             relay_server.url, stream.channel, stream.tokens.producer, stream.key
@@ -458,7 +482,7 @@ async def test_relay_wide_buffer_budget_pauses_every_waiting_producer() -> None:
                 await producer.close()
 
         tasks = [asyncio.create_task(produce(s)) for s in streams]
-        await asyncio.sleep(0.5)
+        await _eventually(lambda: _paused(relay) == 2)  # the budget is spent: both paused
         assert relay.server.metrics.buffered_bytes <= budget + 2 * (256 * 1024 + 17_000)
         assert not any(task.done() for task in tasks)
         for stream in streams:
