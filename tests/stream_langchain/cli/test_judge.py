@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from stream_langchain import cli
 from stream_langchain.cli.judge import main, register
 from stream_langchain.judges.evaluate import LABELS, default_dataset, load_queries, metrics
 
@@ -45,7 +46,6 @@ def test_register_adds_judge_and_bench_judge_to_any_parser() -> None:
 
 
 def test_stream_cli_exposes_the_judge_commands() -> None:
-    cli = pytest.importorskip("stream_langchain.cli")
     args = cli.build_parser().parse_args(["bench", "judge", "--limit", "10"])
     assert args.limit == 10 and callable(args.func)
 

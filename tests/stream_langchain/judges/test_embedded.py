@@ -232,7 +232,6 @@ def test_training_script_writes_a_loadable_artifact(tmp_path: Path) -> None:
 
 def test_leave_one_domain_out_holds_each_domain_out_of_its_own_model() -> None:
     """group_by='domain' makes one fold per domain, each scored by a model trained without it."""
-    pytest.importorskip("sklearn")
     from stream_langchain.judges.evaluate import cross_validate_embedded
 
     rows = load_queries(DATA, require_labels=True)

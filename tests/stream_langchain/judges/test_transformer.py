@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_langchain.judges import CascadeJudge, Complexity, JudgeError
+from stream_langchain.judges import CascadeJudge, Complexity, JudgeError, export
 from stream_langchain.judges.evaluate import load_queries
 from stream_langchain.judges.transformer import (
     TRANSFORMER_ARTIFACT,
@@ -18,7 +18,6 @@ from stream_langchain.judges.transformer import (
     TransformerModel,
 )
 
-export = pytest.importorskip("stream_langchain.judges.export")
 REPO = Path(__file__).resolve().parents[3]
 DATA = REPO / "stream_langchain" / "judges" / "data" / "stream_balanced_test.jsonl"
 HAVE_TORCH = all(importlib.util.find_spec(m) for m in ("torch", "transformers",

@@ -60,7 +60,6 @@ def test_in_process_chat_model_loads_without_extra_buffer_types() -> None:
 @pytest.mark.slow
 def test_embedding_model_loads_without_extra_buffer_types() -> None:
     """The embeddings model (LlamaIndex and cookbook) goes through the same safe loader."""
-    pytest.importorskip("llama_index.core")
     from stream_llamaindex.embeddings import embed_texts, load_embedder
 
     llm, _ = load_embedder()
