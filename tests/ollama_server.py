@@ -157,9 +157,10 @@ def _now() -> str:
 
 
 def _tool_args(schema: dict[str, Any], question: str) -> dict[str, Any]:
-    """Arguments for a tool from the question: integers for integer fields, else a word."""
+    """Arguments for a tool from the question: integers for integer fields, else the first
+    quoted text, else the last word."""
     numbers = [int(n) for n in re.findall(r"-?\d+", question)]
-    words = re.findall(r"[A-Za-z][A-Za-z'-]+", question)
+    words = re.findall(r"'([^']+)'", question) or re.findall(r"[^\W\d_][\w'-]*", question)[-1:]
     args: dict[str, Any] = {}
     props = (schema.get("properties") or {})
     for name in schema.get("required") or list(props):
@@ -167,7 +168,7 @@ def _tool_args(schema: dict[str, Any], question: str) -> dict[str, Any]:
         if kind in ("integer", "number"):
             args[name] = numbers.pop(0) if numbers else 0
         else:
-            args[name] = words[-1] if words else "x"
+            args[name] = words[0] if words else "x"
     return args
 
 

@@ -355,6 +355,7 @@ def test_settings_with_ollama_down_still_build(tmp_path: Path) -> None:
         llm.invoke("hi")
 
 
+@pytest.mark.slow
 def test_stream_chat_tier_local_shows_the_learned_window(srv: OllamaServer,
                                                          tmp_path: Path) -> None:
     config = tmp_path / "stream.toml"
