@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import tomllib
 import uuid
 from collections.abc import Callable, Iterator
@@ -39,7 +40,7 @@ class Clock:
     """Seconds since the epoch that a test moves forward (shared by proxy and fake)."""
 
     def __init__(self) -> None:
-        self.now = 1_764_900_000.0
+        self.now = time.time()  # starts true: a proxy in a subprocess uses the real clock
 
     def __call__(self) -> float:
         return self.now
@@ -418,3 +419,56 @@ def test_docs_settings_and_client_example_run(proxy: ProxyFn, globus: GlobusAuth
     exec(compile(example, str(DOC), "exec"), {})  # noqa: S102
     out = capsys.readouterr().out
     assert "Log in at: " + globus.url in out and "Hello from the scripted tier." in out
+
+
+@pytest.mark.slow
+def test_stream_proxy_command_with_globus_settings(globus: GlobusAuthServer, tmp_path: Path,
+                                                   store: Store) -> None:
+    """`stream proxy --auth keys,globus --config FILE`, run as a centre runs it: the secret
+    from the named variable, globus_sdk pointed by its own environment variables; a token from
+    another domain is refused, an allowed one passes authentication (no tier runs here: the
+    settings' Ollama is absent) and a STREAM key too."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "stream.toml"
+    cfg.write_text(f'[stream]\njudge = "keyword"\n[local]\nbase_url = "http://127.0.0.1:9"\n'
+                   f'[proxy.globus]\nclient_id = "{CLIENT_ID}"\n'
+                   'allowed_domains = ["uchicago.edu"]\nclient_secret_env = "CENTRE_SECRET"\n')
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key, _ = KeyRing(store).create("ops")
+    env = {**os.environ, "CENTRE_SECRET": SECRET, "GLOBUS_SDK_SERVICE_URL_AUTH": globus.url,
+           "GLOBUS_SDK_SERVICE_URL_GROUPS": globus.url}
+    proc = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "stream_langchain.cli.main", "proxy", "--auth", "keys,globus",
+         "--config", str(cfg), "--port", str(port), "--db", str(store.engine.url),
+         "--log-level", "warning"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        try:
+            return httpx.get(url + "/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    try:
+        wait_for(up, timeout=120)
+        server = type("S", (), {"url": url})()
+        r = ask(server, globus.issue(GlobusUser("eve@evil.example")))  # type: ignore[arg-type]
+        assert r.status_code == 403 and code_of(r) == "identity_not_allowed"
+        r = ask(server, globus.issue(ALICE))  # type: ignore[arg-type]
+        assert r.status_code not in (401, 403), r.text
+        assert globus.introspections() == 2
+        assert [row["identity"] for row in rows(store, 1)] == ["alice@uchicago.edu"]
+        r = httpx.get(url + "/v1/models", headers={"authorization": f"Bearer {key}"})
+        assert r.status_code == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert SECRET not in (proc.stderr.read() if proc.stderr else "")
