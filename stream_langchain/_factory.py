@@ -66,14 +66,13 @@ def build_ollama_probe(s: Settings) -> OllamaProbe:
 
 
 def _learn_num_ctx(local: BaseChatModel, probe: OllamaProbe) -> BaseChatModel:
-    """``local`` with the learned window as ``num_ctx`` when Ollama answers now, so that the
-    summarizer, built here with the same model, asks for the same context (a different
-    ``num_ctx`` makes Ollama reload the model); unchanged when it does not (ChatStream asks
-    again at its first request)."""
+    """``local`` with the learned window as ``num_ctx`` (the ceiling when Ollama does not
+    answer now: ChatStream asks again at its first request), so that the summarizer, built
+    here with the same model, asks for the same context as the answers (a different
+    ``num_ctx`` makes Ollama reload the model)."""
     caps = OllamaTier(local, probe).learn()
-    if caps is None or caps.context_window is None:
-        return local
-    return local.model_copy(update={"num_ctx": caps.context_window})
+    window = caps.context_window if caps is not None else None
+    return local.model_copy(update={"num_ctx": window or probe.max_num_ctx})
 
 
 def build_cloud(s: Settings, env: Mapping[str, str] | None = None) -> BaseChatModel | None:

@@ -371,6 +371,11 @@ class OllamaTier:
         self.window_source: str | None = None
         self.cold = False
         self._explicit = _positive(getattr(model, "num_ctx", None))
+        if self._explicit is None:
+            # Until the window is learned, the ceiling: a summarizer built from this copy
+            # before the first request asks for the same context as the answers (a different
+            # num_ctx makes Ollama reload the model; it caps a request at the trained length).
+            self.model.num_ctx = probe.max_num_ctx  # type: ignore[attr-defined]
         kwargs = getattr(model, "client_kwargs", None) or {}
         self._headers = {str(k): str(v) for k, v in (kwargs.get("headers") or {}).items()}
         self._warm: tuple[int, float] | None = None  # (num_ctx, loaded until, monotonic)

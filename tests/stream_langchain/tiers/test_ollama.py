@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -348,11 +349,28 @@ def test_settings_provider_ollama_learns_the_window(srv: OllamaServer) -> None:
 
 
 def test_settings_with_ollama_down_still_build(tmp_path: Path) -> None:
+    """Built while Ollama is down: the ceiling stands in for the window; asking fails with
+    the clear reason."""
     url = f"http://127.0.0.1:{_closed_port()}"
-    llm = ChatStream.from_settings({"local": {"base_url": url}}, judge=FixedJudge("LOW"))
-    assert llm.tier_capabilities["local"].context_window is None
+    llm = ChatStream.from_settings({"local": {"base_url": url, "context_window": 8192}},
+                                   judge=FixedJudge("LOW"))
+    assert llm.local.num_ctx == 8192  # type: ignore[union-attr]
     with pytest.raises(Exception, match="Ollama is not running at"):
         llm.invoke("hi")
+
+
+def test_summaries_ask_for_the_same_num_ctx_as_answers(srv: OllamaServer) -> None:
+    """The summarizer writes with the local tier; its requests carry the same num_ctx as the
+    answers, so Ollama never reloads the model between them."""
+    llm = _stream(srv, probe=OllamaProbe(max_num_ctx=2048))
+    llm.invoke(_conversation(6000))
+    deadline = time.monotonic() + 60  # the summary may be written in the background
+    while len(srv.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    summaries = [r for r in srv.requests if r.body["messages"][-1].get("content") != QUESTION]
+    assert summaries, "the conversation was not summarized"
+    assert {r.num_ctx for r in srv.requests} == {2048}
+    assert srv.loads == 1
 
 
 @pytest.mark.slow
