@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import threading
@@ -201,8 +202,6 @@ class GlobusAuth:
         Raises:
             APIError: 401/403 naming why the token is refused, 503 ``auth_unavailable``.
         """
-        import asyncio
-
         ident = self.cached(token)
         if ident is not None:
             return ident

@@ -472,3 +472,15 @@ def test_stream_proxy_command_with_globus_settings(globus: GlobusAuthServer, tmp
         proc.terminate()
         proc.wait(timeout=60)
     assert SECRET not in (proc.stderr.read() if proc.stderr else "")
+
+
+def test_cache_is_bounded_and_keyed_by_hash(globus: GlobusAuthServer, clock: Clock) -> None:
+    """The cache holds at most max_entries verdicts, under the tokens' SHA-256 only."""
+    auth = GlobusAuth(client_id=CLIENT_ID, client_secret=SECRET, clock=clock,
+                      allowed_domains=["uchicago.edu"], max_entries=2)
+    tokens = [globus.issue(ALICE) for _ in range(3)]
+    for t in tokens:
+        assert auth.verify(t).name == "alice@uchicago.edu"
+    assert 1 <= len(auth._cache) <= 2
+    assert set(auth._cache) <= {token_hash(t) for t in tokens}
+    assert not any(t in repr(auth._cache) for t in tokens)
