@@ -18,7 +18,12 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from stream_langchain import ChatStream
-from stream_langchain.context import SUMMARY_HEADER, SummarizingFitter, model_counter
+from stream_langchain.context import (
+    SUMMARY_HEADER,
+    MemoryFitter,
+    SummarizingFitter,
+    model_counter,
+)
 from tests.stream_langchain.conftest import FixedJudge
 from tests.stream_langchain.context_helpers import ANSWER, FILLER, CountingSummarizer
 
@@ -108,17 +113,26 @@ def test_forty_turns_stay_local_with_flat_summarizer_work(
 def test_a_long_conversation_no_longer_fails_inside_llama_cpp(
         default_local: BaseChatModel) -> None:
     """The issue's failure ('Requested tokens exceed context window of 2048'): with the
-    default fitter the same conversation is summarized and answered by llama.cpp; the
-    window comes from the model's n_ctx, nothing configured. The summarizer is scripted,
-    so what is checked is the mechanism, not what a 0.5B model writes on this CPU."""
+    default fitter the same conversation is fitted (recall, no summarizer on the request
+    path) and answered by llama.cpp; the window comes from the model's n_ctx, nothing
+    configured. The summary prepared after that answer is used by the next request. The
+    summarizer is scripted, so what is checked is the mechanism, not what a 0.5B model
+    writes on this CPU."""
     msgs: list[BaseMessage] = [SystemMessage("Be brief.")]
     for i in range(30):
         msgs += [HumanMessage(f"({i}) {FILLER}"), AIMessage(f"({i}) {ANSWER}")]
     msgs.append(HumanMessage("What is 2 + 2?"))
     writer = CountingSummarizer()
     llm = ChatStream(local=default_local, judge=FixedJudge("LOW"), summarizer_model=writer)
-    rec = llm.invoke(msgs).response_metadata["stream"]
+    res = llm.invoke(msgs)
+    rec = res.response_metadata["stream"]
     assert rec["tier"] == "local" and rec["fallbacks"] == []
     assert rec["context_tokens_before"] > 2048 > rec["context_tokens_after"]
-    assert rec["summarized"] is True and rec["fallback_truncated"] is False
-    assert writer.calls >= 1 and rec["summarizer"] == "counting-summarizer"
+    assert rec["fallback_truncated"] is False and rec["recalled_turns"] > 0
+    assert "summarizer_calls" not in rec
+    assert isinstance(llm.fitter, MemoryFitter) and llm.fitter.wait_idle(120)
+    assert writer.calls >= 1
+    again = llm.invoke([*msgs, res, HumanMessage("And 3 + 3?")]).response_metadata["stream"]
+    assert again["tier"] == "local" and again["fallbacks"] == []
+    assert again["summarized"] is True and again["summary_cached"] is True
+    assert again["summarizer"] == "counting-summarizer"
