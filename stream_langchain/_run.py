@@ -7,20 +7,24 @@ fallback and failover bookkeeping, and the routing record. The two loops in
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import Runnable
 
 from stream_langchain._messages import continuation
 from stream_langchain.context import Fitted
 from stream_langchain.judges import Complexity, Judgement
 from stream_langchain.routing import RoutePlan
 
-__all__ = ["AllTiersFailed", "RequestRun", "TierFailure", "model_name"]
+__all__ = ["AllTiersFailed", "RequestRun", "TierFailure", "atier_stream", "model_name",
+           "tier_stream"]
 
 
 class TierFailure(RuntimeError):
@@ -85,6 +89,74 @@ def model_name(model: BaseChatModel) -> str:
         if isinstance(value, str) and value:
             return value
     return model._llm_type
+
+
+def _unset_handlers() -> None:
+    from langchain_core.runnables.config import var_child_runnable_config
+    from langchain_core.tracers.context import _configure_hooks
+
+    var_child_runnable_config.set(None)
+    for var, *_ in _configure_hooks:
+        var.set(None)
+
+
+def _tier_context() -> contextvars.Context:
+    """A copy of the current context without the callback handlers LangChain finds there
+    (the enclosing chain's config, ``get_usage_metadata_callback()``, ``tracing_v2_enabled()``
+    and other configure hooks).
+
+    The tier's run happens inside ChatStream's own run, which already reports the request to
+    every handler once (start, tokens, end with the usage the tier measured). Letting the tier
+    report to the same handlers would count each request twice. A LangSmith tracer that the
+    environment alone turns on (``LANGSMITH_TRACING``) is not a handler found here: it still
+    sees the tier's run, as a trace of its own.
+    """
+    ctx = contextvars.copy_context()
+    ctx.run(_unset_handlers)
+    return ctx
+
+
+def tier_stream(model: Runnable[Any, Any], messages: list[BaseMessage],
+                **kwargs: Any) -> Iterator[BaseMessageChunk]:
+    """``model.stream(messages, **kwargs)`` out of sight of the caller's callback handlers
+    (see :func:`_tier_context`)."""
+    ctx = _tier_context()
+    chunks = ctx.run(model.stream, messages, **kwargs)
+    try:
+        while True:
+            try:
+                chunk = ctx.run(next, chunks)
+            except StopIteration:
+                return
+            yield chunk
+    finally:
+        ctx.run(chunks.close)  # type: ignore[attr-defined]
+
+
+_END = object()
+
+
+async def atier_stream(model: Runnable[Any, Any], messages: list[BaseMessage],
+                       **kwargs: Any) -> AsyncIterator[BaseMessageChunk]:
+    """``model.astream(messages, **kwargs)`` out of sight of the caller's callback handlers
+    (each step runs as a task in :func:`_tier_context`; cancelling the caller cancels it)."""
+    ctx = _tier_context()
+    chunks = ctx.run(model.astream, messages, **kwargs)
+
+    async def step() -> Any:
+        try:
+            return await chunks.__anext__()
+        except StopAsyncIteration:
+            return _END
+
+    try:
+        while True:
+            chunk = await asyncio.create_task(step(), context=ctx)
+            if chunk is _END:
+                return
+            yield chunk
+    finally:
+        await asyncio.create_task(chunks.aclose(), context=ctx)  # type: ignore[attr-defined]
 
 
 def _has_output(msg: AIMessageChunk) -> bool:
@@ -175,7 +247,7 @@ class RequestRun:
             self._announced = True
             meta["stream_route"] = self.route_hint(tier)
         for key in ("hpc_mode", "hpc_fallback_reason", "hpc_queue_ms", "hpc_backend_ttft_ms",
-                    "hpc_relay", "hpc_endpoint", "hpc_failovers"):
+                    "hpc_relay", "hpc_endpoint", "hpc_failovers", "usage_estimated"):
             if key in meta:
                 self.extra[key] = meta[key]
         update: dict[str, Any] = {"id": None, "response_metadata": meta}

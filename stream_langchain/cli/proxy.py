@@ -151,25 +151,54 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cloud_price(args: argparse.Namespace) -> tuple[str, Any] | None:
+    """The configured cloud model and its price (settings ``[cloud] model`` and
+    ``[budget.prices."<model>"]``), or ``None`` when either is missing."""
+    from stream_langchain.settings import Settings, default_config_path
+
+    path = args.config or default_config_path()
+    if path is None:
+        return None
+    s = Settings.load(path)
+    price = s.budget.prices.get(s.cloud.model or "")
+    return None if price is None or s.cloud.model is None else (s.cloud.model, price)
+
+
 def _cmd_usage(args: argparse.Namespace) -> int:
+    from stream_langchain.proxy.usage import cost_avoided
+
+    priced = _cloud_price(args)
     store = _store(args)
     since = time.time() - args.hours * 3600 if args.hours else 0.0
     try:
-        rows = store.summary(identity=args.identity, since=since)
+        rows = store.summary(identity=args.identity, since=since, by=args.by)
     finally:
         store.close()
+    if priced is not None:
+        rows = cost_avoided(rows, input_usd_per_m=priced[1].input,
+                            output_usd_per_m=priced[1].output)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     if not rows:
         print("no usage recorded")
         return 0
-    print(f"{'identity':<20} {'tier':<6} {'requests':>8} {'in tok':>9} {'out tok':>9} "
-          f"{'cloud $':>9} {'hpc s':>9} {'aborted':>7}")
+    saved = f" {'avoided $':>9}" if priced is not None else ""
+    who = f"{'identity':<20} " if args.by == "identity" else ""
+    print(f"{who}{'tier':<6} {'requests':>8} {'in tok':>9} {'out tok':>9} "
+          f"{'cloud $':>9}{saved} {'hpc s':>9} {'errors':>6} {'aborted':>7}")
     for r in rows:
-        print(f"{r['identity']:<20} {str(r['tier']):<6} {r['requests']:>8} "
-              f"{r['input_tokens']:>9} {r['output_tokens']:>9} {r['cloud_cost_usd']:>9.4f} "
-              f"{r['hpc_seconds']:>9.2f} {r['aborted']:>7}")
+        who = f"{r['identity']:<20} " if args.by == "identity" else ""
+        saved = f" {r['cost_avoided_usd']:>9.4f}" if priced is not None else ""
+        print(f"{who}{str(r['tier'] or '-'):<6} {r['requests']:>8} "
+              f"{r['input_tokens']:>9} {r['output_tokens']:>9} {r['cloud_cost_usd']:>9.4f}"
+              f"{saved} {r['hpc_seconds']:>9.2f} {r['errors']:>6} {r['aborted']:>7}")
+    if priced is not None:
+        print(f"avoided $: what the local and HPC tokens would have cost on {priced[0]} "
+              f"(${priced[1].input}/M in, ${priced[1].output}/M out)", file=sys.stderr)
+    else:
+        print("(no avoided-cost column: set [cloud] model and its [budget.prices] in the "
+              "settings file, --config)", file=sys.stderr)
     return 0
 
 
@@ -232,6 +261,10 @@ def add_proxy_commands(sub: Any) -> None:
     usage = sub.add_parser("usage", help="usage per identity and tier")
     usage.add_argument("--identity", help="one identity only")
     usage.add_argument("--hours", type=float, help="only the last N hours")
+    usage.add_argument("--by", choices=["identity", "tier"], default="identity",
+                       help="group by identity and tier (default) or by tier only")
+    usage.add_argument("--config", help="settings file whose cloud model and prices give the "
+                       "avoided-cost column (default: the usual settings file, if any)")
     usage.add_argument("--json", action="store_true")
     _db_arg(usage)
     usage.set_defaults(func=_cmd_usage)

@@ -43,7 +43,7 @@ from stream_langchain._run import AllTiersFailed, TierFailure, describe, model_n
 from stream_langchain.chat_model import ChatStream
 from stream_langchain.context import count_text_tokens, count_tokens
 from stream_langchain.proxy.auth import Authenticator, Authenticators, Identity, KeyAuth, KeyRing
-from stream_langchain.proxy.errors import APIError
+from stream_langchain.proxy.errors import APIError, context_length_exceeded
 from stream_langchain.proxy.limits import Limiter, Limits, Permit
 from stream_langchain.proxy.ops import AccessLog, Metrics
 from stream_langchain.proxy.responses import (
@@ -133,6 +133,8 @@ class _Call:
     req: ChatRequest
     permit: Permit
     input_estimate: int
+    forced: str | None = None
+    """The tier the model name forces (``stream-hpc``), if any."""
     started: float = field(default_factory=time.perf_counter)
     ttft: float | None = None
     done: bool = False
@@ -337,7 +339,7 @@ class _Proxy:
         estimate = count_tokens(req.messages, image_tokens=self.chat.image_tokens)
         permit = self.limiter.admit(ident.name, tokens=estimate, rpm=ident.rpm, tpm=ident.tpm,
                                     max_concurrent=ident.max_concurrent)
-        call = _Call(ident, req, permit, estimate)
+        call = _Call(ident, req, permit, estimate, forced=tier)
         request.state.log.update({"model": req.model, "stream": req.stream})
         self.metrics.in_flight.inc()
         kwargs = dict(req.kwargs)
@@ -350,10 +352,11 @@ class _Proxy:
             first = await _unless_gone(request, self._until_output(agen, enc, call))
         except BaseException as exc:
             await agen.aclose()
+            mapped = self.map_error(exc, writer)
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
                                                               | _ClientGone)
-                        else "error", request, error=exc)
-            raise self.map_error(exc, writer) from None
+                        else "error", request, error=mapped)
+            raise mapped from None
         headers = self.limiter.headers(ident.name, rpm=ident.rpm, tpm=ident.tpm)
         if req.stream:
             route = public_route(writer.hint or writer.record)
@@ -362,10 +365,11 @@ class _Proxy:
         try:
             await _unless_gone(request, _drain(agen, writer))
         except BaseException as exc:
+            mapped = self.map_error(exc, writer)
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
                                                               | _ClientGone)
-                        else "error", request, error=exc)
-            raise self.map_error(exc, writer) from None
+                        else "error", request, error=mapped)
+            raise mapped from None
         finally:
             await agen.aclose()
         inp, out = self.finish(call, writer, "ok", request)
@@ -426,6 +430,9 @@ class _Proxy:
             return APIError(400, str(exc), param="tools" if tools else "messages",
                             code="tools_unsupported" if tools else "unsupported_capability")
         if isinstance(exc, AllTiersFailed):
+            too_long = context_length_exceeded(exc.errors, exc.skipped)
+            if too_long is not None:  # a 400: the openai SDK must not retry it
+                return too_long
             errors = [e["error"] for e in exc.errors]
             if errors and all("does not support tool calling" in e for e in errors):
                 return APIError(400, "no tier that can serve this request supports tool "
@@ -441,13 +448,16 @@ class _Proxy:
         return APIError(500, f"internal error: {describe(exc)}", code="internal_error")
 
     def _tokens(self, call: _Call, writer: ChunkWriter) -> tuple[int, int]:
-        """Input and output tokens: the engine's record when the answer finished, else
-        counted here from what was generated (aborted and failed requests)."""
+        """Input and output tokens: the engine's record (the tier's own count) when the
+        answer finished; an estimate from what was generated when it was cut after output
+        began; zero when nothing was generated (refused before any tier answered)."""
         usage = (writer.record or {}).get("usage")
         if usage:
             return int(usage["input_tokens"]), int(usage["output_tokens"])
         text = "".join(writer.text) + "".join(c["arguments"] for c in writer.tool_calls.values())
-        return call.input_estimate, count_text_tokens(text) if text else 0
+        if not text:
+            return 0, 0
+        return call.input_estimate, count_text_tokens(text)
 
     def finish(self, call: _Call, writer: ChunkWriter, status: str, request: Request,
                *, error: BaseException | None = None) -> tuple[int, int]:
@@ -456,13 +466,13 @@ class _Proxy:
         if call.done:
             return inp, out
         call.done = True
-        call.permit.add_tokens(out)
+        call.permit.settle(inp + out)  # the admission's reservation becomes what ran
         call.permit.release()
         self.metrics.in_flight.dec()
         now = time.perf_counter()
         record = writer.record or {}
         route = writer.record or writer.hint or {}
-        tier = route.get("tier")
+        tier = route.get("tier") or call.forced
         duration = now - call.started
         hpc_s = 0.0
         if tier == "hpc":
@@ -470,7 +480,9 @@ class _Proxy:
             hpc_s = hpc_ms / 1000.0 if isinstance(hpc_ms, int | float) else duration
         ttft_ms = None if call.ttft is None else (call.ttft - call.started) * 1000.0
         err = None
-        if error is not None and not isinstance(error, asyncio.CancelledError):
+        if isinstance(error, APIError):  # what the client was told: status, code, message
+            err = f"{error.status} {error.code or error.type}: {error.message}"[:500]
+        elif error is not None and not isinstance(error, asyncio.CancelledError):
             err = describe(error)[:500]
         self.store.record(UsageRow(
             identity=call.identity.name, key_id=call.identity.key_id, model=call.req.model,

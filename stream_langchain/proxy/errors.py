@@ -9,13 +9,20 @@ Example:
     ...                param="model")
     >>> err.body()["error"]["type"], err.status
     ('invalid_request_error', 404)
+    >>> too_long = context_length_exceeded([], [
+    ...     {"tier": "local", "reason": "context 9000 tokens, 9000 after fitting > budget 1792"},
+    ...     {"tier": "cloud", "reason": "not configured"}])
+    >>> too_long.status, too_long.code
+    (400, 'context_length_exceeded')
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["APIError", "error_type_for"]
+__all__ = ["APIError", "context_length_exceeded", "error_type_for"]
 
 _TYPES = {
     400: "invalid_request_error",
@@ -70,3 +77,39 @@ class APIError(Exception):
         """``{"error": {...}}`` as OpenAI sends it."""
         return {"error": {"message": self.message, "type": self.type, "param": self.param,
                           "code": self.code}}
+
+
+# Why a tier could not take a prompt because of its length: routing's and fitting's skip
+# reasons, llama.cpp's and OpenAI-compatible servers' errors.
+_CONTEXT = re.compile(r"^context \d+ tokens|exceed(?:s|ed)? (?:the )?context window|"
+                      r"maximum context length|context_length_exceeded|context length",
+                      re.IGNORECASE)
+# Not tried for reasons that have nothing to do with the request's length.
+_NOT_ALLOWED = ("not configured", "privacy", "cloud budget exhausted")
+_TOKENS = re.compile(r"context (\d+) tokens|Requested tokens \((\d+)\)|resulted in (\d+) tokens")
+_WINDOW = re.compile(r"(?:budget|window(?: of)?|context length is) (\d+)")
+
+
+def context_length_exceeded(errors: Iterable[Mapping[str, str]],
+                            skipped: Iterable[Mapping[str, str]]) -> APIError | None:
+    """A 400 ``context_length_exceeded`` when every tier the request may use refused it for
+    its length (after fitting was tried), else ``None``.
+
+    Args:
+        errors: ``{"tier", "error"}`` for every tier tried (``AllTiersFailed.errors``).
+        skipped: ``{"tier", "reason"}`` for every tier not tried (``AllTiersFailed.skipped``).
+    """
+    reasons = [e.get("error", "") for e in errors]
+    reasons += [s.get("reason", "") for s in skipped
+                if not s.get("reason", "").startswith(_NOT_ALLOWED)]
+    if not reasons or not all(_CONTEXT.search(r) for r in reasons):
+        return None
+    tokens = [int(n) for r in reasons for m in _TOKENS.finditer(r) for n in m.groups() if n]
+    windows = [int(m.group(1)) for r in reasons for m in _WINDOW.finditer(r)]
+    size = f"{max(tokens)} tokens" if tokens else "too long"
+    largest = (f"; the largest window this request may use takes {max(windows)} prompt tokens"
+               if windows else "")
+    return APIError(400, f"this request's context is {size}, more than any tier it may use "
+                         f"can take even after fitting{largest}. Shorten the conversation "
+                         "(or allow a tier with a larger window).",
+                    param="messages", code="context_length_exceeded")

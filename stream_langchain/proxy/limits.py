@@ -5,6 +5,10 @@ share). :meth:`Limiter.admit` either returns a :class:`Permit` or raises a 429
 :class:`~stream_langchain.proxy.errors.APIError` with ``Retry-After``; every response carries
 the ``x-ratelimit-*`` headers OpenAI sends (:meth:`Limiter.headers`).
 
+Tokens per minute are charged for what ran: admission reserves the request's estimated input,
+and :meth:`Permit.settle` replaces that reservation with the tokens the request actually
+used when it ends (zero for a request refused before any tier ran).
+
 Example:
     >>> lim = Limiter(Limits(rpm=2, tpm=1000, max_concurrent=5))
     >>> p1 = lim.admit("alice", tokens=10); p2 = lim.admit("alice", tokens=10)
@@ -15,6 +19,9 @@ Example:
     429 rate_limit_requests True
     >>> lim.headers("alice")["x-ratelimit-remaining-requests"]
     '0'
+    >>> p1.settle(0); p2.settle(25)  # refused, and one that used 25 tokens
+    >>> lim.headers("alice")["x-ratelimit-remaining-tokens"]
+    '975'
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ class Limits:
 @dataclass
 class _Window:
     requests: deque[float] = field(default_factory=deque)
-    tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    tokens: deque[list[float]] = field(default_factory=deque)
+    """``[time, tokens]`` entries, oldest first (mutable: a reservation is settled in place)."""
     token_sum: int = 0
     active: int = 0
 
@@ -57,23 +65,53 @@ class _Window:
         while self.requests and self.requests[0] <= edge:
             self.requests.popleft()
         while self.tokens and self.tokens[0][0] <= edge:
-            self.token_sum -= self.tokens.popleft()[1]
+            self.token_sum -= int(self.tokens.popleft()[1])
+
+    def charge(self, now: float, n: int) -> list[float]:
+        entry = [now, float(n)]
+        self.tokens.append(entry)
+        self.token_sum += n
+        return entry
 
 
 class Permit:
-    """One admitted request: report its tokens with :meth:`add_tokens`, then :meth:`release`
-    (idempotent)."""
+    """One admitted request: :meth:`settle` its actual tokens, then :meth:`release` (both
+    idempotent)."""
 
-    def __init__(self, window: _Window, clock: Callable[[], float]) -> None:
+    def __init__(self, window: _Window, clock: Callable[[], float], reserved: int) -> None:
         self._window = window
         self._clock = clock
         self._released = False
+        self._settled = False
+        self.reserved = reserved
+        """Tokens reserved at admission (the input estimate)."""
+        self._entry = window.charge(clock(), reserved) if reserved > 0 else None
 
     def add_tokens(self, n: int) -> None:
         """Charge ``n`` more tokens to the identity's minute."""
         if n > 0:
-            self._window.tokens.append((self._clock(), n))
-            self._window.token_sum += n
+            self._window.charge(self._clock(), n)
+
+    def settle(self, used: int) -> None:
+        """The request ended having used ``used`` tokens (input + output): its reservation
+        becomes that. A reservation already out of the window (a request longer than a
+        minute) is replaced by a new charge now."""
+        if self._settled:
+            return
+        self._settled = True
+        used = max(int(used), 0)
+        entry, self._entry = self._entry, None
+        w = self._window
+        now = self._clock()
+        if entry is not None and any(e is entry for e in w.tokens):
+            w.token_sum -= int(entry[1])
+            entry[1] = 0.0
+            if entry[0] > now - WINDOW_S:  # still in the minute: settle in place
+                entry[1] = float(used)
+                w.token_sum += used
+                return
+        if used:
+            w.charge(now, used)
 
     def release(self) -> None:
         """The request ended: free its concurrency slot."""
@@ -129,9 +167,7 @@ class Limiter:
                                1.0, r_lim, t_lim)
         w.requests.append(now)
         w.active += 1
-        permit = Permit(w, self._clock)
-        permit.add_tokens(tokens)
-        return permit
+        return Permit(w, self._clock, tokens)
 
     def _refuse(self, who: str, what: str, code: str, wait: float, r_lim: int,
                 t_lim: int) -> APIError:

@@ -43,7 +43,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["DB_ENV", "KeyRecord", "Store", "UsageRow", "default_db_url", "safe_url"]
+__all__ = ["DB_ENV", "KeyRecord", "Store", "UsageRow", "cost_avoided", "default_db_url",
+           "safe_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +111,29 @@ def safe_url(url: str) -> str:
         return "<unparsable database URL>"
 
 
+def cost_avoided(rows: list[dict[str, Any]], *, input_usd_per_m: float,
+                 output_usd_per_m: float) -> list[dict[str, Any]]:
+    """``rows`` (from :meth:`Store.summary`) with ``cost_avoided_usd``: what the tokens served
+    by the free tiers (local, HPC) would have cost on the cloud model at these prices (USD per
+    million tokens); zero for the cloud tier's own rows and for requests no tier answered.
+
+    Example:
+        >>> rows = [{"tier": "local", "input_tokens": 1_000_000, "output_tokens": 500_000},
+        ...         {"tier": "cloud", "input_tokens": 10, "output_tokens": 10}]
+        >>> [r["cost_avoided_usd"] for r in cost_avoided(rows, input_usd_per_m=0.15,
+        ...                                                output_usd_per_m=0.6)]
+        [0.45, 0.0]
+    """
+    out = []
+    for row in rows:
+        saved = 0.0
+        if row.get("tier") in ("local", "hpc"):
+            saved = (row["input_tokens"] * input_usd_per_m
+                     + row["output_tokens"] * output_usd_per_m) / 1e6
+        out.append({**row, "cost_avoided_usd": round(saved, 6)})
+    return out
+
+
 @dataclass
 class UsageRow:
     """One request's usage (written once, when the request ends however it ends)."""
@@ -119,7 +143,8 @@ class UsageRow:
     model: str
     tier: str | None
     status: str
-    """``ok``, ``error`` (failed after starting) or ``aborted`` (the client left)."""
+    """``ok``, ``error`` (refused, or failed after starting: ``error`` says with which HTTP
+    status and code) or ``aborted`` (the client left)."""
     stream: bool
     input_tokens: int
     output_tokens: int
@@ -238,9 +263,15 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(q)]
 
-    def summary(self, *, identity: str | None = None, since: float = 0.0) -> list[dict[str, Any]]:
-        """Totals per identity and tier: requests, tokens, cloud cost, HPC seconds, aborted."""
-        q = (select(usage.c.identity, usage.c.tier,
+    def summary(self, *, identity: str | None = None, since: float = 0.0,
+                by: str = "identity") -> list[dict[str, Any]]:
+        """Totals per identity and tier (``by="tier"``: per tier only): requests, tokens,
+        cloud cost, HPC seconds, and how many requests ended ``aborted`` or ``error``
+        (refused requests are rows with zero tokens and one of these statuses)."""
+        if by not in ("identity", "tier"):
+            raise ValueError(f"by must be 'identity' or 'tier', not {by!r}")
+        keys = [usage.c.identity, usage.c.tier] if by == "identity" else [usage.c.tier]
+        q = (select(*keys,
                     func.count().label("requests"),
                     func.sum(usage.c.input_tokens).label("input_tokens"),
                     func.sum(usage.c.output_tokens).label("output_tokens"),
@@ -249,8 +280,8 @@ class Store:
                     func.sum((usage.c.status == "aborted").cast(Integer)).label("aborted"),
                     func.sum((usage.c.status == "error").cast(Integer)).label("errors"))
              .where(usage.c.ts >= since)
-             .group_by(usage.c.identity, usage.c.tier)
-             .order_by(usage.c.identity, usage.c.tier))
+             .group_by(*keys)
+             .order_by(*keys))
         if identity is not None:
             q = q.where(usage.c.identity == identity)
         with self.engine.connect() as conn:

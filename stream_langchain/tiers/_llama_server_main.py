@@ -7,7 +7,11 @@ What :class:`~stream_langchain.tiers.llama_server.LlamaServer` starts instead of
   :mod:`stream_langchain.tiers._llama_cpu`), unless ``STREAM_LLAMA_EXTRA_BUFTS=1``;
 - checks the loaded model's parameters and says in its log what it loaded with, and which CPU
   features llama.cpp sees (``stream: ...`` lines);
-- exits by itself when the process named by ``STREAM_PARENT_PID`` dies, however it died.
+- exits by itself when the process named by ``STREAM_PARENT_PID`` dies, however it died;
+- ends every streamed chat completion with a ``usage`` chunk (no choices), as vLLM does for
+  ``stream_options={"include_usage": true}``: the prompt as llama.cpp tokenized it after the
+  chat template, and the completion tokens it generated (llama-cpp-python's own server
+  reports usage only on non-streamed answers). The HPC node forwards these numbers.
 """
 
 from __future__ import annotations
@@ -51,11 +55,27 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     server_model.LlamaProxy.load_llama_from_model_settings = staticmethod(  # type: ignore[method-assign]
         checked_load)
+    _report_stream_usage()
     _say(f"llama.cpp extra buffer types {'on' if extra else 'off'} "
          f"(STREAM_LLAMA_EXTRA_BUFTS); system: {system_info().strip()}")
     sys.argv = ["llama_cpp.server", *(sys.argv[1:] if argv is None else argv)]
     with patched_model_params(extra):
         server_main()
+
+
+def _report_stream_usage() -> None:
+    """Make streamed chat completions end with their usage (see the module docstring)."""
+    import llama_cpp
+
+    from stream_langchain.tiers._llama_usage import stream_with_usage
+
+    original = llama_cpp.Llama.create_chat_completion
+
+    def create_chat_completion(self: Any, *args: Any, **kwargs: Any) -> Any:
+        out = original(self, *args, **kwargs)
+        return stream_with_usage(self, out) if kwargs.get("stream") else out
+
+    llama_cpp.Llama.create_chat_completion = create_chat_completion  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":

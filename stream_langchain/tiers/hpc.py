@@ -649,6 +649,7 @@ class ChatHPC(BaseChatModel):
                         f"unexpected payload from the HPC node: {kind!r}", tokens=tokens_out
                     )
             consumer_usage = getattr(consumer, "usage", None)
+            measured = usage or consumer_usage or {}
             meta = {
                 "hpc_mode": "stream",
                 "model_name": model_name or self.model,
@@ -656,7 +657,11 @@ class ChatHPC(BaseChatModel):
                 "hpc_backend_ttft_ms": None if backend_ttft is None else backend_ttft * 1000,
                 "hpc_total_ms": _ms(submitted),
             }
-            yield _final_chunk(_usage(usage or consumer_usage, tokens_out), meta, finish_reason)
+            if not measured.get("prompt_tokens"):
+                # The node's backend sent no usage (vLLM does when asked, as the node asks):
+                # the output was counted by chunks and the prompt is left to the caller.
+                meta["usage_estimated"] = True
+            yield _final_chunk(_usage(measured, tokens_out), meta, finish_reason)
         finally:
             if next_frame is not None and not next_frame.done():
                 next_frame.cancel()

@@ -48,6 +48,7 @@ from stream_langchain.tiers._llama_tools import (
     prepare_messages,
     tool_call_schema,
 )
+from stream_langchain.tiers._llama_usage import metered
 from stream_langchain.tiers.llama_server import bundled_model_path
 from stream_langchain.tiers.models import DEFAULT_LOCAL_MODEL, default_chat_format, model_path
 
@@ -262,16 +263,13 @@ class ChatLlamaCpp(BaseChatModel):
         if self.seed is not None:
             params["seed"] = self.seed
         oa_messages = to_openai_messages(messages)
-        prompt_tokens = sum(
-            len(self._llm.tokenize(str(m.get("content") or "").encode(), add_bos=False))
-            for m in oa_messages
-        )
         if tools and kwargs.get("tool_choice") != "none":
             yield from self._tool_answer(oa_messages, tools, kwargs.get("tool_choice"), params,
-                                         stop, prompt_tokens)
+                                         stop)
             return
-        completion_tokens = 0
-        with self._lock:
+        # Usage as llama.cpp counts it: the prompt after the chat template, the tokens it
+        # generated (a streamed llama.cpp completion reports no usage of its own).
+        with self._lock, metered(self._llm) as meter:
             stream = self._llm.create_chat_completion(
                 messages=oa_messages, stream=True, stop=stop or None, **params
             )
@@ -282,15 +280,14 @@ class ChatLlamaCpp(BaseChatModel):
                 finish = choice.get("finish_reason") or finish
                 if not text:
                     continue
-                completion_tokens += 1
                 chunk = ChatGenerationChunk(message=AIMessageChunk(content=text))
                 if run_manager:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
         usage = UsageMetadata(
-            input_tokens=prompt_tokens,
-            output_tokens=completion_tokens,
-            total_tokens=prompt_tokens + completion_tokens,
+            input_tokens=meter.prompt,
+            output_tokens=meter.completion,
+            total_tokens=meter.prompt + meter.completion,
         )
         yield ChatGenerationChunk(
             message=AIMessageChunk(
@@ -309,7 +306,6 @@ class ChatLlamaCpp(BaseChatModel):
         choice: Any,
         params: dict[str, Any],
         stop: list[str] | None,
-        prompt_tokens: int,
     ) -> Iterator[ChatGenerationChunk]:
         """One whole answer with tools offered; tool calls parsed out of it (not streamed
         token by token: a call is only a call once it is complete)."""
@@ -329,7 +325,9 @@ class ChatLlamaCpp(BaseChatModel):
         calls, rest = parse_tool_calls(text, schemas)
         for call in calls:
             call["args"] = coerce_args(call["args"], schemas[call["name"]])
-        used = int((out.get("usage") or {}).get("completion_tokens") or 0)
+        counted = out.get("usage") or {}  # llama.cpp's own: templated prompt, tools included
+        prompt_tokens = int(counted.get("prompt_tokens") or 0)
+        used = int(counted.get("completion_tokens") or 0)
         usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=used,
                               total_tokens=prompt_tokens + used)
         chunk_calls = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"],

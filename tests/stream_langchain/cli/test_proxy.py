@@ -64,6 +64,37 @@ def test_usage_prints_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert "bob" in capsys.readouterr().out
 
 
+def test_usage_errors_aborted_by_tier_and_cost_avoided(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The table counts errors and aborted requests; --by tier merges identities; with a
+    settings file naming the cloud model and its price, each free tier's tokens are priced
+    as what they would have cost there (the cloud tier's own rows avoid nothing)."""
+    db = f"sqlite:///{tmp_path / 'u.db'}"
+    store = Store(db)
+    rows = [("ann", "local", "ok", 600_000, 400_000), ("bob", "local", "ok", 400_000, 100_000),
+            ("bob", "hpc", "aborted", 0, 0), ("bob", None, "error", 0, 0),
+            ("ann", "cloud", "ok", 1_000, 1_000)]
+    for who, tier, status, inp, out in rows:
+        store.record(UsageRow(identity=who, key_id="k", model="stream", tier=tier,
+                              status=status, stream=False, input_tokens=inp,
+                              output_tokens=out))
+    store.close()
+    config = tmp_path / "stream.toml"
+    config.write_text('[cloud]\nmodel = "gpt-4o-mini"\n'
+                      '[budget.prices."gpt-4o-mini"]\ninput = 0.15\noutput = 0.6\n')
+    assert main(["usage", "--by", "tier", "--json", "--db", db, "--config", str(config)]) == 0
+    by_tier = {r["tier"]: r for r in json.loads(capsys.readouterr().out)}
+    assert by_tier["local"]["requests"] == 2
+    assert by_tier["local"]["cost_avoided_usd"] == pytest.approx(0.15 + 0.3)  # 1M in, 0.5M out
+    assert by_tier["cloud"]["cost_avoided_usd"] == 0.0
+    assert by_tier["hpc"]["aborted"] == 1 and by_tier[None]["errors"] == 1
+    assert main(["usage", "--db", db, "--config", str(config)]) == 0
+    table = capsys.readouterr()
+    header = table.out.splitlines()[0]
+    assert "errors" in header and "aborted" in header and "avoided $" in header
+    assert "gpt-4o-mini" in table.err
+
+
 @pytest.mark.slow
 def test_stream_proxy_starts_with_no_keys_and_answers_401(tmp_path: Path) -> None:
     """`stream proxy` on an empty key store starts, logs that it has no keys, answers 401,

@@ -1,0 +1,1 @@
+"""Usage reconciliation benchmark (see ``__main__``)."""
