@@ -52,7 +52,8 @@ from stream_langchain.tiers._llama_usage import metered
 from stream_langchain.tiers.llama_server import bundled_model_path
 from stream_langchain.tiers.models import DEFAULT_LOCAL_MODEL, default_chat_format, model_path
 
-__all__ = ["ChatLlamaCpp", "bundled_model_path", "default_chat_format", "load_llama"]
+__all__ = ["ChatLlamaCpp", "answer_schema", "bundled_model_path", "default_chat_format",
+           "load_llama"]
 
 _MODELS: dict[tuple[Any, ...], tuple[Any, threading.Lock]] = {}
 _MODELS_LOCK = threading.Lock()
@@ -111,6 +112,36 @@ def _close_all() -> None:
             llm.close()
 
 
+def answer_schema(response_format: Any) -> dict[str, Any] | None:
+    """The JSON schema an OpenAI ``response_format`` asks for (``json_object``: any object),
+    or ``None`` for plain text.
+
+    Example:
+        >>> answer_schema({"type": "json_schema", "json_schema": {"name": "a",
+        ...                "schema": {"type": "object", "properties": {"x": {"type": "integer"}}}}})
+        {'type': 'object', 'properties': {'x': {'type': 'integer'}}}
+        >>> answer_schema({"type": "json_object"}), answer_schema(None)
+        ({'type': 'object'}, None)
+    """
+    if not isinstance(response_format, dict) or response_format.get("type") in (None, "text"):
+        return None
+    if response_format["type"] == "json_schema":
+        spec = response_format.get("json_schema") or {}
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        return dict(schema) if isinstance(schema, dict) and schema else {"type": "object"}
+    if response_format["type"] == "json_object":
+        return {"type": "object"}
+    raise ValueError(f"response_format type {response_format['type']!r} is not one of "
+                     "text, json_object, json_schema")
+
+
+def _grammar(schema: dict[str, Any]) -> Any:
+    """A llama.cpp grammar that only JSON valid against ``schema`` satisfies."""
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+
+
 class ChatLlamaCpp(BaseChatModel):
     """A GGUF chat model run in-process by llama.cpp (``llama-cpp-python``).
 
@@ -122,7 +153,10 @@ class ChatLlamaCpp(BaseChatModel):
             models (``"chatml"`` for Qwen, ``"gemma"`` for the bundled Gemma, whose GGUF
             carries no template), else the template in the GGUF's metadata.
         n_ctx: context window in tokens.
-        temperature, max_tokens, top_p, seed: sampling.
+        temperature, max_tokens, top_p, seed: sampling (a call's ``seed``,
+            ``frequency_penalty`` and ``presence_penalty`` win); a call's OpenAI
+            ``response_format`` (``json_schema``, ``json_object``) becomes a JSON-schema
+            grammar, so the answer is valid JSON for the schema.
 
     Invoke:
         .. code-block:: python
@@ -255,18 +289,16 @@ class ChatLlamaCpp(BaseChatModel):
             raise NotImplementedError(
                 f"{self.model_name} (in-process llama.cpp) does not support tool calling"
             )
-        params = {
-            "temperature": kwargs.get("temperature", self.temperature),
-            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
-            "top_p": kwargs.get("top_p", self.top_p),
-        }
-        if self.seed is not None:
-            params["seed"] = self.seed
+        params = self._params(kwargs)
+        answer = answer_schema(kwargs.get("response_format"))
         oa_messages = to_openai_messages(messages)
         if tools and kwargs.get("tool_choice") != "none":
             yield from self._tool_answer(oa_messages, tools, kwargs.get("tool_choice"), params,
-                                         stop)
+                                         stop, answer=answer,
+                                         parallel=kwargs.get("parallel_tool_calls") is not False)
             return
+        if answer is not None:
+            params["grammar"] = _grammar(answer)
         # Usage as llama.cpp counts it: the prompt after the chat template, the tokens it
         # generated (a streamed llama.cpp completion reports no usage of its own).
         with self._lock, metered(self._llm) as meter:
@@ -299,6 +331,21 @@ class ChatLlamaCpp(BaseChatModel):
             )
         )
 
+    def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Sampling parameters for llama.cpp: the call's, else this model's."""
+        params = {
+            "temperature": kwargs.get("temperature", self.temperature),
+            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
+            "top_p": kwargs.get("top_p", self.top_p),
+        }
+        seed = kwargs.get("seed", self.seed)
+        if seed is not None:
+            params["seed"] = seed
+        for name in ("frequency_penalty", "presence_penalty"):
+            if kwargs.get(name) is not None:
+                params[name] = kwargs[name]
+        return params
+
     def _tool_answer(
         self,
         messages: list[dict[str, Any]],
@@ -306,15 +353,19 @@ class ChatLlamaCpp(BaseChatModel):
         choice: Any,
         params: dict[str, Any],
         stop: list[str] | None,
+        *,
+        answer: dict[str, Any] | None = None,
+        parallel: bool = True,
     ) -> Iterator[ChatGenerationChunk]:
         """One whole answer with tools offered; tool calls parsed out of it (not streamed
-        token by token: a call is only a call once it is complete)."""
+        token by token: a call is only a call once it is complete). With an ``answer``
+        schema (``response_format``) the grammar allows a tool call or that JSON; without
+        ``parallel`` only the first call is kept."""
         forced = forced_tools(tools, choice)
         if forced is not None:
-            from llama_cpp import LlamaGrammar
-
-            params["grammar"] = LlamaGrammar.from_json_schema(
-                json.dumps(tool_call_schema(forced)), verbose=False)
+            params["grammar"] = _grammar(tool_call_schema(forced))
+        elif answer is not None:
+            params["grammar"] = _grammar({"anyOf": [tool_call_schema(tools), answer]})
         with self._lock:
             out = self._llm.create_chat_completion(
                 messages=prepare_messages(messages), tools=tools, stop=stop or None, **params)
@@ -323,6 +374,7 @@ class ChatLlamaCpp(BaseChatModel):
         schemas = {t["function"]["name"]: t["function"].get("parameters")
                     for t in (forced or tools)}
         calls, rest = parse_tool_calls(text, schemas)
+        calls = calls if parallel else calls[:1]
         for call in calls:
             call["args"] = coerce_args(call["args"], schemas[call["name"]])
         counted = out.get("usage") or {}  # llama.cpp's own: templated prompt, tools included
