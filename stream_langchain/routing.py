@@ -101,6 +101,19 @@ class CircuitBreaker:
         self._open_until: dict[str, float] = {}
         self._half_open: set[str] = set()
         self._lock = threading.Lock()
+        self.listener: Callable[[str, bool, float], None] | None = None
+        """Called as ``listener(tier, opened, seconds)`` after this breaker opens a circuit
+        (``True``, its cooldown) or closes one that was open (``False``, 0): the hook through
+        which replicas share breaker state (:mod:`stream_langchain.proxy.shared`)."""
+
+    def open_for(self, tier: str, seconds: float) -> None:
+        """Open ``tier``'s circuit for ``seconds`` because it was opened elsewhere (another
+        replica); the listener is not called."""
+        with self._lock:
+            until = self._clock() + seconds
+            if until > self._open_until.get(tier, float("-inf")):
+                self._open_until[tier] = until
+                self._half_open.discard(tier)
 
     def state(self, tier: str) -> Literal["closed", "open", "half-open"]:
         """The circuit's state for ``tier`` now."""
@@ -124,24 +137,33 @@ class CircuitBreaker:
         """A request to ``tier`` succeeded: close its circuit and forget old failures."""
         with self._lock:
             self._failures.pop(tier, None)
-            self._open_until.pop(tier, None)
+            was_open = self._open_until.pop(tier, None) is not None
             self._half_open.discard(tier)
+        if was_open and self.listener is not None:
+            self.listener(tier, False, 0.0)
 
     def record_failure(self, tier: str) -> None:
         """A request to ``tier`` failed; may open its circuit."""
         with self._lock:
-            now = self._clock()
-            if tier in self._half_open:
-                self._half_open.discard(tier)
-                self._open_until[tier] = now + self.cooldown
-                return
-            q = self._failures.setdefault(tier, deque())
-            q.append(now)
-            while q and q[0] < now - self.window:
-                q.popleft()
-            if len(q) >= self.threshold:
-                self._open_until[tier] = now + self.cooldown
-                q.clear()
+            opened = self._fail_locked(tier)
+        if opened and self.listener is not None:
+            self.listener(tier, True, self.cooldown)
+
+    def _fail_locked(self, tier: str) -> bool:
+        now = self._clock()
+        if tier in self._half_open:
+            self._half_open.discard(tier)
+            self._open_until[tier] = now + self.cooldown
+            return True
+        q = self._failures.setdefault(tier, deque())
+        q.append(now)
+        while q and q[0] < now - self.window:
+            q.popleft()
+        if len(q) >= self.threshold:
+            self._open_until[tier] = now + self.cooldown
+            q.clear()
+            return True
+        return False
 
     def reset(self) -> None:
         """Close every circuit."""

@@ -70,6 +70,16 @@ def _globus(args: argparse.Namespace) -> Any:
     return GlobusAuth.from_settings(settings.proxy.globus)
 
 
+def _redis_url(args: argparse.Namespace) -> str | None:
+    """``--redis``, else the settings' ``[shared] redis_url`` (``None``: nothing shared)."""
+    if getattr(args, "redis", None):
+        return str(args.redis)
+    from stream_langchain.settings import Settings, default_config_path
+
+    path = getattr(args, "config", None) or default_config_path()
+    return Settings.load(path).shared.redis_url if path is not None else None
+
+
 def _cmd_proxy(args: argparse.Namespace) -> int:
     from stream_langchain.proxy import Limits, MessageLimits, ProxyConfig, create_app, serve
 
@@ -79,7 +89,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
         limits=Limits(rpm=args.rpm, tpm=args.tpm, max_concurrent=args.concurrency),
         messages=MessageLimits(max_messages=args.max_messages,
                                max_message_chars=args.max_message_chars),
-        max_body_bytes=args.max_body_bytes, auth=args.auth)
+        max_body_bytes=args.max_body_bytes, auth=args.auth, redis_url=_redis_url(args))
     globus = _globus(args) if "globus" in args.auth else None
     store = _store(args)
     try:
@@ -144,6 +154,21 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
         done = KeyRing(store).revoke(args.key_id)
     finally:
         store.close()
+    url = _redis_url(args)
+    if done and url:  # every replica sharing this Redis refuses the key at once
+        import asyncio
+
+        from stream_langchain.proxy.shared import SharedState
+
+        async def tell() -> bool:
+            shared = SharedState(url)
+            try:
+                return await shared.revoke(args.key_id)
+            finally:
+                await shared.close()
+        if not asyncio.run(tell()):
+            print("stream: warning: Redis unreachable; other replicas refuse the key once "
+                  "their key cache expires", file=sys.stderr)
     if not done:
         print(f"stream: error: no active key with id {args.key_id!r}", file=sys.stderr)
         return 1
@@ -235,6 +260,10 @@ def add_proxy_commands(sub: Any) -> None:
     proxy.add_argument("--auth", type=_auth_methods, default=("keys",), metavar="METHODS",
                        help="who may call: keys (STREAM API keys, the default), globus (Globus "
                        "Auth tokens, settings [proxy.globus]) or keys,globus")
+    proxy.add_argument("--redis", metavar="URL",
+                       help="Redis shared by proxy replicas: rate limits, key revocation, "
+                       "circuit breakers (default: settings [shared] redis_url; none: "
+                       "per-process)")
     proxy.add_argument("--graceful-timeout", type=float, default=30.0,
                        help="seconds running streams get to finish at shutdown")
     proxy.add_argument("--log-level", default="info",
@@ -255,6 +284,9 @@ def add_proxy_commands(sub: Any) -> None:
     lst.set_defaults(func=_cmd_keys_list)
     revoke = ksub.add_parser("revoke", help="revoke a key by its id")
     revoke.add_argument("key_id")
+    revoke.add_argument("--redis", metavar="URL",
+                        help="also tell the replicas sharing this Redis (default: settings "
+                        "[shared] redis_url)")
     _db_arg(revoke)
     revoke.set_defaults(func=_cmd_keys_revoke)
 

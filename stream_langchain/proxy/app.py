@@ -59,6 +59,7 @@ from stream_langchain.proxy.schema import (
     completion_body,
     parse_chat_request,
 )
+from stream_langchain.proxy.shared import SharedLimiter, SharedState
 from stream_langchain.proxy.sse import SSEResponse, sse_data, sse_error
 from stream_langchain.proxy.usage import Store, UsageRow
 from stream_langchain.routing import CapabilityError
@@ -99,6 +100,10 @@ class ProxyConfig:
     auth: tuple[str, ...] = ("keys",)
     """Who may call: ``keys`` (STREAM API keys), ``globus`` (Globus Auth tokens, with a
     :class:`~stream_langchain.proxy.globus.GlobusAuth` given to :func:`create_app`), or both."""
+    # Shared state
+    redis_url: str | None = None
+    """Redis shared by replicas (limits, key revocation, circuit breakers; see
+    :mod:`stream_langchain.proxy.shared`); ``None``: this process keeps its own."""
 
 
 def public_route(record: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -242,7 +247,11 @@ class _Proxy:
         self.keys = KeyRing(store, cache_s=config.key_cache_s)
         self.auth = _authenticators(config, self.keys, globus)
         self.globus = globus if "globus" in self.auth else None
-        self.limiter = Limiter(config.limits)
+        self.shared = SharedState(config.redis_url) if config.redis_url else None
+        self.limiter = (Limiter(config.limits) if self.shared is None
+                        else SharedLimiter(self.shared, config.limits))
+        if self.shared is not None:
+            self.shared.attach_breaker(chat.breaker)
         self.metrics = Metrics()
         self.models: dict[str, str | None] = {MODEL_PREFIX: None}
         self.models.update({f"{MODEL_PREFIX}-{t}": t for t in chat.tiers})
@@ -269,9 +278,28 @@ class _Proxy:
                 raise APIError(401, "this proxy has no API keys yet; create one with "
                                     "`stream keys create --name NAME`", code="no_api_keys")
             raise APIError(401, "invalid or revoked API key", code="invalid_api_key")
+        if self.shared is not None and await self.shared.before_request(
+                ident.key_id if ident.source == "key" else None, self.chat.breaker,
+                self.chat.tiers):
+            raise APIError(401, "invalid or revoked API key", code="invalid_api_key")
         request.state.log = {"identity": ident.name, "key_id": ident.key_id}
         request.state.identity = ident
         return ident
+
+    async def admit(self, ident: Identity, tokens: int) -> Permit:
+        """The identity's limits for one request (across replicas when shared)."""
+        if isinstance(self.limiter, SharedLimiter):
+            return await self.limiter.aadmit(ident.name, tokens=tokens, rpm=ident.rpm,
+                                             tpm=ident.tpm, max_concurrent=ident.max_concurrent)
+        return self.limiter.admit(ident.name, tokens=tokens, rpm=ident.rpm, tpm=ident.tpm,
+                                  max_concurrent=ident.max_concurrent)
+
+    async def revoke(self, key_id: str) -> bool:
+        """Revoke a key: in the store, and at once on every replica sharing Redis."""
+        done = await asyncio.to_thread(self.keys.revoke, key_id)
+        if done and self.shared is not None:
+            await self.shared.revoke(key_id)
+        return done
 
     async def has_keys(self) -> bool:
         now = time.monotonic()
@@ -337,8 +365,7 @@ class _Proxy:
         """Route ``req`` through the ChatStream and answer in ``enc``'s format."""
         tier = self.tier_for(req.model)
         estimate = count_tokens(req.messages, image_tokens=self.chat.image_tokens)
-        permit = self.limiter.admit(ident.name, tokens=estimate, rpm=ident.rpm, tpm=ident.tpm,
-                                    max_concurrent=ident.max_concurrent)
+        permit = await self.admit(ident, estimate)
         call = _Call(ident, req, permit, estimate, forced=tier)
         request.state.log.update({"model": req.model, "stream": req.stream})
         self.metrics.in_flight.inc()
@@ -579,8 +606,14 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         else:
             logger.info("serving %s with %d API key(s); tiers: %s", ", ".join(proxy.models), n,
                         ", ".join(chat.tiers))
+        if proxy.shared is not None:
+            await proxy.shared.ping()
+            logger.info("shared state in Redis at %s (%s)", proxy.shared.url_safe,
+                        proxy.shared.health()["redis"])
         yield
         await asyncio.to_thread(store.flush)
+        if proxy.shared is not None:
+            await proxy.shared.close()
 
     app = FastAPI(title="STREAM proxy", version="1", lifespan=lifespan,
                   description="OpenAI-compatible API over STREAM's tiers (local, HPC, cloud).")
@@ -620,9 +653,15 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        """Liveness and each tier's circuit state (no authentication)."""
-        return {"status": "ok", "models": list(proxy.models),
-                "tiers": {t: chat.breaker.state(t) for t in chat.tiers}}
+        """Liveness, each tier's circuit state and, with Redis, the shared state (no
+        authentication); ``degraded`` while Redis is unreachable."""
+        out: dict[str, Any] = {"status": "ok", "models": list(proxy.models),
+                               "tiers": {t: chat.breaker.state(t) for t in chat.tiers}}
+        if proxy.shared is not None:
+            ok = await proxy.shared.ping()
+            out["shared"] = proxy.shared.health()
+            out["status"] = "ok" if ok else "degraded"
+        return out
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -655,6 +694,17 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         """OpenAI Responses API (text and images in, text out, streaming events, function
         tools)."""
         return await proxy.responses(request)
+
+    @app.post("/v1/admin/keys/{key_id}/revoke")
+    async def admin_revoke(key_id: str, request: Request) -> JSONResponse:
+        """Revoke a key (admin keys only): refused at once by every replica sharing Redis."""
+        ident = await proxy.authenticate(request)
+        if not ident.admin:
+            raise APIError(403, f"key {ident.key_id!r} has no admin rights",
+                           code="admin_required")
+        if not await proxy.revoke(key_id):
+            raise APIError(404, f"no active key {key_id!r}", code="key_not_found")
+        return JSONResponse({"id": key_id, "revoked": True})
 
     @app.get("/v1/admin/usage")
     async def admin_usage(request: Request, identity: str | None = None,
