@@ -139,6 +139,11 @@ def _duration_s(value: Any) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)] if m else _KEEP_ALIVE_S
 
 
+def _no_such_page(body: str) -> bool:
+    """A 404 for the path (``404 page not found``), not Ollama's "model not found"."""
+    return "page not found" in body
+
+
 def _modelfile_num_ctx(parameters: str | None) -> int | None:
     for line in (parameters or "").splitlines():
         key, _, value = line.strip().partition(" ")
@@ -265,6 +270,9 @@ class OllamaProbe:
                 ps = client.get("/api/ps") if show.status_code == 200 else None
         except httpx.TransportError as exc:
             raise OllamaNotRunning(base_url, model) from exc
+        except httpx.HTTPError as exc:  # an unusable base_url
+            raise OllamaError(f"cannot ask Ollama at {base_url}: {exc}", base_url,
+                              model) from exc
         return self._store(base_url, model, show, ps)
 
     async def ainfo(self, base_url: str, model: str, *,
@@ -280,18 +288,26 @@ class OllamaProbe:
                 ps = await client.get("/api/ps") if show.status_code == 200 else None
         except httpx.TransportError as exc:
             raise OllamaNotRunning(base_url, model) from exc
+        except httpx.HTTPError as exc:  # an unusable base_url
+            raise OllamaError(f"cannot ask Ollama at {base_url}: {exc}", base_url,
+                              model) from exc
         return self._store(base_url, model, show, ps)
 
     def _store(self, base_url: str, model: str, show: httpx.Response,
                ps: httpx.Response | None) -> OllamaModelInfo:
-        if show.status_code == 404:
+        if show.status_code == 404 and not _no_such_page(show.text):
             raise OllamaModelMissing(base_url, model)
         if show.status_code != 200 or ps is None:
-            raise OllamaError(f"Ollama at {base_url} answered /api/show with HTTP "
-                              f"{show.status_code}: {show.text[:200]}", base_url, model)
-        info = _parse_show(base_url, model, show.json())
-        if ps.status_code == 200:
-            info = _with_ps(info, ps.json())
+            raise OllamaError(f"{base_url} answered /api/show with HTTP {show.status_code} "
+                              f"({show.text[:120]!r}): is base_url an Ollama server?",
+                              base_url, model)
+        try:
+            info = _parse_show(base_url, model, show.json())
+            if ps.status_code == 200:
+                info = _with_ps(info, ps.json())
+        except (ValueError, AttributeError, TypeError) as exc:
+            raise OllamaError(f"{base_url} did not answer /api/show as Ollama does: is "
+                              "base_url an Ollama server?", base_url, model) from exc
         with self._lock:
             self._cache[(base_url, model)] = info
         return info
@@ -499,7 +515,7 @@ class OllamaTier:
             return exc
         if isinstance(exc, ConnectionError | httpx.ConnectError | httpx.ConnectTimeout):
             err = OllamaNotRunning(self.base_url, self.name)
-        elif getattr(exc, "status_code", None) == 404:
+        elif getattr(exc, "status_code", None) == 404 and not _no_such_page(str(exc)):
             err = OllamaModelMissing(self.base_url, self.name)
         elif isinstance(exc, httpx.TimeoutException):
             state = "a cold load" if self.cold else "the model was loaded"

@@ -406,6 +406,18 @@ def test_probe_errors_name_the_fix(srv: OllamaServer) -> None:
         probe.info(url, "llama3.2:3b")
 
 
+def test_a_base_url_that_is_not_ollama_is_named(srv: OllamaServer) -> None:
+    """A wrong path (404 page not found) or a server that is not Ollama is not reported as
+    a missing model, and the next tier answers."""
+    llm = ChatStream(local=ChatOllama(model="llama3.2:3b", base_url=srv.base_url + "/v1"),
+                     cloud=GenericFakeChatModel(messages=iter(["from cloud"])),
+                     judge=FixedJudge("LOW"))
+    rec = _rec(llm.invoke("hi"))
+    assert rec["tier"] == "cloud"
+    assert "is base_url an Ollama server?" in rec["fallbacks"][0]["error"]
+    assert "not pulled" not in rec["fallbacks"][0]["error"]
+
+
 def test_window_choice() -> None:
     info = OllamaModelInfo(model="m", base_url="u", trained_context=None)
     assert OllamaProbe(max_num_ctx=4096).window(info) == (
