@@ -146,6 +146,10 @@ def build_summarizer(s: Settings, tiers: Mapping[str, BaseChatModel | None],
         return None
     cache: SummaryCache = (SQLiteSummaryCache(c.cache_path) if c.cache_path
                            else LRUSummaryCache(c.cache_size))
+    if s.shared.redis_url:  # replicas share summaries (docs/scaling.md)
+        from stream_langchain.context._cache import RedisSummaryCache
+
+        cache = RedisSummaryCache(s.shared.redis_url)
     counters = {t: model_counter(m, margin=c.token_margin, image_tokens=c.image_tokens)
                 for t, m in tiers.items() if m is not None}
     if c.fitter == "memory":

@@ -20,7 +20,8 @@ from typing import Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 
-__all__ = ["LRUSummaryCache", "SQLiteSummaryCache", "SummaryCache", "canonical", "prefix_hashes"]
+__all__ = ["LRUSummaryCache", "RedisSummaryCache", "SQLiteSummaryCache", "SummaryCache",
+           "canonical", "prefix_hashes"]
 
 
 def canonical(message: BaseMessage) -> bytes:
@@ -151,3 +152,56 @@ class SQLiteSummaryCache:
             if n > self.max_entries:
                 db.execute("DELETE FROM summaries WHERE key IN (SELECT key FROM summaries "
                            "ORDER BY used LIMIT ?)", (n - self.max_entries,))
+
+
+class RedisSummaryCache:
+    """Summaries in Redis, shared by proxy replicas (settings ``[shared] redis_url``): a
+    conversation that moves between replicas finds its summary. Entries expire ``ttl_s``
+    after their last use. Redis being unreachable is a miss (and a dropped write), logged
+    once per outage: summaries are an optimisation, never a reason to fail a request.
+
+    Args:
+        url: ``redis://`` URL (redis-py, the ``proxy`` extra).
+        ttl_s: Seconds an unused summary is kept.
+        prefix: Key prefix.
+        timeout_s: Connect and command timeout.
+    """
+
+    def __init__(self, url: str, *, ttl_s: float = 7 * 24 * 3600, prefix: str = "stream:sum:",
+                 timeout_s: float = 0.5) -> None:
+        import redis
+
+        self._redis = redis
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s,
+                                            socket_connect_timeout=timeout_s)
+        self.ttl_s = ttl_s
+        self.prefix = prefix
+        self.down = False
+
+    def _fail(self, exc: Exception) -> None:
+        if not self.down:
+            self.down = True
+            import logging
+
+            logging.getLogger("stream.context").warning(
+                "summary cache: Redis unreachable (%s); summaries are not shared until it "
+                "is back", type(exc).__name__)
+
+    def get(self, key: str) -> str | None:
+        try:
+            value = self._client.getex(self.prefix + key, ex=int(self.ttl_s))
+        except (OSError, self._redis.RedisError) as exc:
+            self._fail(exc)
+            return None
+        self.down = False
+        if value is None:
+            return None
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    def put(self, key: str, summary: str) -> None:
+        try:
+            self._client.set(self.prefix + key, summary.encode(), ex=int(self.ttl_s))
+        except (OSError, self._redis.RedisError) as exc:
+            self._fail(exc)
+            return
+        self.down = False

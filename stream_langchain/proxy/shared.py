@@ -95,7 +95,9 @@ return {code, wait, nreq, tsum, reset(KEYS[1]), reset(KEYS[2])}
 """
 
 _SETTLE = _NOW + """
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+if tonumber(ARGV[2]) < 0 then
+  -- nothing to settle (release only)
+elseif redis.call('ZSCORE', KEYS[1], ARGV[1]) then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 elseif tonumber(ARGV[2]) > 0 then
   local member = ARGV[1] .. ':' .. now
@@ -104,6 +106,7 @@ elseif tonumber(ARGV[2]) > 0 then
 end
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[3]) * 2)
+if ARGV[4] == '1' then redis.call('ZREM', KEYS[3], ARGV[1]) end
 return 1
 """
 
@@ -190,6 +193,7 @@ class SharedState:
 
     async def drain(self) -> None:
         """Wait for the background writes started so far (tests, shutdown)."""
+        await asyncio.sleep(0)  # permits flush on the next turn of the loop
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -286,8 +290,9 @@ class SharedState:
 
 
 class SharedPermit(Permit):
-    """A permit whose reservation and concurrency slot live in Redis (settled, released in
-    the background: the request path never waits on them)."""
+    """A permit whose reservation and concurrency slot live in Redis. Settling and releasing
+    are written in the background, together in one script call when both happen in the same
+    turn of the event loop (as at the end of a request): the request path never waits."""
 
     def __init__(self, limiter: SharedLimiter, keys: list[str], member: str,
                  reserved: int) -> None:
@@ -296,26 +301,43 @@ class SharedPermit(Permit):
         self._member = member
         self._released = False
         self._settled = False
+        self._used = -1  # -1: nothing to settle
+        self._flush_pending = False
         self.reserved = reserved
 
     def add_tokens(self, n: int) -> None:
         """Charge ``n`` more tokens to the identity's minute."""
         if n > 0:
             self._limiter.shared.spawn(self._limiter._settle(
-                self._keys, f"{self._member}+{secrets.token_hex(4)}", n))
+                self._keys, f"{self._member}+{secrets.token_hex(4)}", n, release=False))
 
     def settle(self, used: int) -> None:
         """The request used ``used`` tokens: its reservation becomes that (in Redis)."""
         if not self._settled:
             self._settled = True
-            self._limiter.shared.spawn(
-                self._limiter._settle(self._keys, self._member, max(int(used), 0)))
+            self._used = max(int(used), 0)
+            self._flush_soon()
 
     def release(self) -> None:
         """Free the concurrency slot (in Redis)."""
         if not self._released:
             self._released = True
-            self._limiter.shared.spawn(self._limiter._release(self._keys[3], self._member))
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        if self._flush_pending:
+            return
+        self._flush_pending = True
+        try:
+            asyncio.get_running_loop().call_soon(self._flush)
+        except RuntimeError:  # no loop here: write from a fresh one (CLI, sync callers)
+            self._flush_pending = False
+
+    def _flush(self) -> None:
+        self._flush_pending = False
+        used, self._used = self._used, -1
+        self._limiter.shared.spawn(self._limiter._settle(
+            self._keys, self._member, used, release=self._released))
 
 
 class SharedLimiter(Limiter):
@@ -334,6 +356,7 @@ class SharedLimiter(Limiter):
         super().__init__(defaults)
         self.shared = shared
         self._seen: dict[str, tuple[float, list[Any]]] = {}
+        self._scripts: dict[int, dict[str, Any]] = {}
 
     def _keys(self, who: str) -> list[str]:
         tag = "{" + hashlib.sha256(who.encode()).hexdigest()[:16] + "}"  # one cluster slot
@@ -348,7 +371,7 @@ class SharedLimiter(Limiter):
         args = [r_lim, t_lim, c_lim, max(int(tokens), 0), member, int(WINDOW_S * 1000),
                 LEASE_MS]
         try:
-            res = await self.shared.run(lambda r: r.eval(_ADMIT, 4, *keys, *args))
+            res = await self.shared.run(lambda r: self._script(r, _ADMIT)(keys, args))
         except _Down:
             return self.admit(who, tokens=tokens, rpm=rpm, tpm=tpm,
                               max_concurrent=max_concurrent)
@@ -364,16 +387,19 @@ class SharedLimiter(Limiter):
             raise self._refuse(who, what, name, max(wait_ms, 0) / 1000.0, r_lim, t_lim)
         return SharedPermit(self, keys, member, max(int(tokens), 0))
 
-    async def _settle(self, keys: list[str], member: str, used: int) -> None:
-        try:
-            await self.shared.run(lambda r: r.eval(_SETTLE, 2, keys[1], keys[2], member, used,
-                                                   int(WINDOW_S * 1000)))
-        except _Down:
-            pass
+    def _script(self, client: Any, body: str) -> Any:
+        """``client``'s handle on a Lua script (EVALSHA, loaded on first use)."""
+        scripts = self._scripts.setdefault(id(client), {})
+        if body not in scripts:
+            scripts[body] = client.register_script(body)
+        return scripts[body]
 
-    async def _release(self, active: str, member: str) -> None:
+    async def _settle(self, keys: list[str], member: str, used: int, *,
+                      release: bool) -> None:
+        args = [member, used, int(WINDOW_S * 1000), "1" if release else "0"]
         try:
-            await self.shared.run(lambda r: r.zrem(active, member))
+            await self.shared.run(
+                lambda r: self._script(r, _SETTLE)([keys[1], keys[2], keys[3]], args))
         except _Down:
             pass
 

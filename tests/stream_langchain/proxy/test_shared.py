@@ -230,3 +230,62 @@ def test_health_never_shows_the_redis_password(replicas: Replicas, store: Store)
     (a,) = replicas(f"redis://:hunter2secret@127.0.0.1:{port}/0", n=1)
     text = httpx.get(a.url + "/health").text
     assert "hunter2secret" not in text and '"degraded"' in text
+
+
+def test_summary_made_in_one_process_is_a_hit_in_another(redis_url: str) -> None:
+    """A summary written by another process (another replica) is found here by its
+    conversation-prefix key; the settings' [shared] redis_url puts the fitter's cache there."""
+    import sys
+
+    from langchain_core.messages import AIMessage, HumanMessage
+
+    from stream_langchain._factory import build_summarizer
+    from stream_langchain.context import prefix_hashes
+    from stream_langchain.context._cache import RedisSummaryCache
+    from stream_langchain.settings import Settings
+
+    history = [HumanMessage("plan a trip"), AIMessage("where to?"), HumanMessage("Lisbon")]
+    key = prefix_hashes(history, "w")[3]
+    code = ("import sys; from stream_langchain.context._cache import RedisSummaryCache; "
+            "RedisSummaryCache(sys.argv[1]).put(sys.argv[2], 'user plans a Lisbon trip')")
+    subprocess.run([sys.executable, "-c", code, redis_url, key], check=True, timeout=120)
+    assert RedisSummaryCache(redis_url).get(key) == "user plans a Lisbon trip"
+    assert RedisSummaryCache(redis_url).get(prefix_hashes(history, "w")[2]) is None
+    settings = Settings.model_validate({"shared": {"redis_url": redis_url}})
+    fitter = build_summarizer(settings, {"local": ScriptedModel(script=WORDS)})
+    assert isinstance(getattr(fitter, "cache", None), RedisSummaryCache)
+
+
+def test_summary_cache_outage_is_a_miss() -> None:
+    """Redis unreachable: get is a miss and put is dropped, never an error."""
+    from stream_langchain.context._cache import RedisSummaryCache
+
+    cache = RedisSummaryCache(f"redis://127.0.0.1:{free_port()}/0")
+    cache.put("k", "s")
+    assert cache.get("k") is None and cache.down
+
+
+def test_concurrency_is_shared_and_released(redis_url: str, replicas: Replicas,
+                                            store: Store) -> None:
+    """A key allowed one request at a time: while it streams on A, B refuses a second; once
+    it ends, the slot is free on B."""
+    import threading
+
+    key = KeyRing(store).create("hal", max_concurrent=1)[0]
+    models: list[ScriptedModel] = []
+
+    def chat() -> Any:
+        models.append(ScriptedModel(script=WORDS, delay=0.3))
+        return make_chat(models[-1])
+
+    a, b = replicas(redis_url, chat=chat)
+    done: list[int] = []
+    t = threading.Thread(target=lambda: done.append(_post(a, key).status_code))
+    t.start()
+    wait_for(lambda: models[0].generated > 0)
+    refused = _post(b, key)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_concurrency"
+    t.join(30)
+    assert done == [200]
+    wait_for(lambda: _post(b, key).status_code == 200)
