@@ -29,10 +29,18 @@ DEFAULTS = {"rpm": 60, "tpm": 200_000, "max_concurrent": 4, "max_messages": 500,
 ``MessageLimits`` by a test; written out so ``stream --help`` does not import the server)."""
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from stream_langchain.proxy.usage import Store
+def _missing_extra(exc: ImportError) -> RuntimeError:
+    """One line naming what is missing and the pip command that installs it."""
+    return RuntimeError(f"the proxy needs the [proxy] extra ({exc.name or exc} is not "
+                        "installed): pip install 'stream-tiered[proxy]'")
 
-    return Store(args.db)
+
+def _store(args: argparse.Namespace) -> Any:
+    try:
+        from stream_langchain.proxy.usage import Store
+    except ImportError as exc:
+        raise _missing_extra(exc) from None
+    return Store(args.db)  # StoreError (a RuntimeError): one line, password masked
 
 
 def _build_chat(args: argparse.Namespace) -> Any:
@@ -81,7 +89,17 @@ def _redis_url(args: argparse.Namespace) -> str | None:
 
 
 def _cmd_proxy(args: argparse.Namespace) -> int:
-    from stream_langchain.proxy import Limits, MessageLimits, ProxyConfig, create_app, serve
+    try:
+        from stream_langchain.proxy import (
+            Limits,
+            MessageLimits,
+            ProxyConfig,
+            create_app,
+            serve,
+        )
+        from stream_langchain.proxy.server import bind
+    except ImportError as exc:
+        raise _missing_extra(exc) from None
 
     logging.basicConfig(level=getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -91,7 +109,17 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
                                max_message_chars=args.max_message_chars),
         max_body_bytes=args.max_body_bytes, auth=args.auth, redis_url=_redis_url(args))
     globus = _globus(args) if "globus" in args.auth else None
-    store = _store(args)
+    try:  # before loading any model, and before saying "serving"
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise RuntimeError(f"cannot listen on {args.host}:{args.port}: "
+                           f"{exc.strerror or exc} (another server on that port? pick one "
+                           "with --port)") from None
+    try:
+        store = _store(args)
+    except BaseException:
+        sock.close()
+        raise
     try:
         with _build_chat(args) as chat:
             app = create_app(chat, store=store, config=config, globus=globus)
@@ -99,11 +127,12 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
                   f"{', '.join(['stream'] + [f'stream-{t}' for t in chat.tiers])}); "
                   f"keys and usage in {store.url_safe}", file=sys.stderr, flush=True)
             try:
-                serve(app, host=args.host, port=args.port,
+                serve(app, host=args.host, port=args.port, sock=sock,
                       graceful_timeout_s=args.graceful_timeout, log_level=args.log_level)
             except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
                 pass
     finally:
+        sock.close()
         store.close()
     return 0
 
@@ -190,12 +219,12 @@ def _cloud_price(args: argparse.Namespace) -> tuple[str, Any] | None:
 
 
 def _cmd_usage(args: argparse.Namespace) -> int:
-    from stream_langchain.proxy.usage import cost_avoided
-
-    priced = _cloud_price(args)
     store = _store(args)
     since = time.time() - args.hours * 3600 if args.hours else 0.0
     try:
+        from stream_langchain.proxy.usage import cost_avoided
+
+        priced = _cloud_price(args)
         rows = store.summary(identity=args.identity, since=since, by=args.by)
     finally:
         store.close()

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp
 
 from stream_langchain.proxy.app import create_app
 
-__all__ = ["ProxyServer", "create_app", "serve"]
+__all__ = ["ProxyServer", "bind", "create_app", "serve"]
 
 
 def _config(app: ASGIApp, *, graceful_timeout_s: float, log_level: str) -> uvicorn.Config:
@@ -52,10 +52,22 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (for :func:`serve`'s ``sock``: bind first, so a
+    port in use is known before anything says it is serving).
+
+    Raises:
+        OSError: The address cannot be bound (in use, not local, no permission).
+    """
+    return _bind(host, port)
+
+
 def serve(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 8000,
-          graceful_timeout_s: float = 30.0, log_level: str = "info") -> None:
-    """Serve ``app`` in the foreground until SIGINT/SIGTERM, then shut down gracefully."""
-    sock = _bind(host, port)
+          graceful_timeout_s: float = 30.0, log_level: str = "info",
+          sock: socket.socket | None = None) -> None:
+    """Serve ``app`` in the foreground until SIGINT/SIGTERM, then shut down gracefully
+    (on ``sock`` when given, from :func:`bind`; else on a socket bound here)."""
+    sock = sock if sock is not None else _bind(host, port)
     server = uvicorn.Server(_config(app, graceful_timeout_s=graceful_timeout_s,
                                     log_level=log_level))
     try:

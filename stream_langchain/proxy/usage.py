@@ -41,10 +41,11 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-__all__ = ["DB_ENV", "KeyRecord", "Store", "UsageRow", "cost_avoided", "default_db_url",
-           "safe_url"]
+__all__ = ["DB_ENV", "KeyRecord", "Store", "StoreError", "UsageRow", "cost_avoided",
+           "default_db_url", "safe_url"]
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +102,24 @@ def _normalize(url: str) -> URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
+
+
+class StoreError(RuntimeError):
+    """The database cannot be opened (one line, password masked)."""
+
+
+def _one_line(exc: BaseException, url: str) -> str:
+    """The error's first line, with the URL's password (if any) masked."""
+    orig = getattr(exc, "orig", None) or exc
+    text = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:300]
+    try:
+        password = make_url(url).password
+    except Exception:  # unparsable: nothing to take the password from
+        password = None
+        text = "not a database URL (expected dialect://user:password@host/db or sqlite:///path)"
+    if password:
+        text = text.replace(str(password), "***")
+    return f"{type(orig).__name__}: {text}"
 
 
 def safe_url(url: str) -> str:
@@ -183,13 +202,28 @@ class Store:
 
     def __init__(self, url: str | None = None, *, create: bool = True) -> None:
         url = url or default_db_url()
-        parsed = _normalize(url)
-        self.url_safe = parsed.render_as_string(hide_password=True)
+        try:
+            self._open(_normalize(url), create)
+        except (SQLAlchemyError, ImportError, OSError) as exc:
+            # One line, the password masked: SQLAlchemy's messages can echo the URL.
+            raise StoreError(f"cannot open the database {safe_url(url)}: "
+                             f"{_one_line(exc, url)}") from None
+        self._queue: queue.Queue[UsageRow | None] = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, name="stream-usage-writer",
+                                        daemon=True)
+        self._writer.start()
+        self._closed = False
+
+    def _open(self, parsed: URL, create: bool) -> None:
         kwargs: dict[str, Any] = {}
         if parsed.get_backend_name() == "sqlite":
             db = parsed.database
             if db and db != ":memory:":
-                Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                # A relative path is relative to the current directory: say which file.
+                path = Path(db).expanduser().resolve()
+                parsed = parsed.set(database=str(path))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                logger.info("keys and usage in the SQLite file %s", path)
             else:
                 kwargs["poolclass"] = StaticPool
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
@@ -206,13 +240,9 @@ class Store:
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
 
+        self.url_safe = parsed.render_as_string(hide_password=True)
         if create:
             metadata.create_all(self.engine)
-        self._queue: queue.Queue[UsageRow | None] = queue.Queue()
-        self._writer = threading.Thread(target=self._write_loop, name="stream-usage-writer",
-                                        daemon=True)
-        self._writer.start()
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"Store({self.url_safe!r})"
