@@ -289,3 +289,58 @@ def test_concurrency_is_shared_and_released(redis_url: str, replicas: Replicas,
     t.join(30)
     assert done == [200]
     wait_for(lambda: _post(b, key).status_code == 200)
+
+
+@pytest.mark.slow
+def test_two_stream_proxy_processes_share_limits_and_revocation(
+    redis_url: str, tmp_path: Any, store: Store,
+) -> None:
+    """Two `stream proxy` processes, one given `--redis`, the other `[shared] redis_url` in
+    its settings file: a key allowed 5 requests/min gets 5 admitted across both (the tier
+    behind them is down: admitted requests end in 503, refused ones in 429), and a key
+    revoked with `stream keys revoke --redis` is refused by both at once."""
+    import sys
+
+    from stream_langchain.cli.main import main as stream_main
+
+    base = '[stream]\njudge = "keyword"\n[local]\nbase_url = "http://127.0.0.1:9"\n'
+    plain, shared = tmp_path / "plain.toml", tmp_path / "shared.toml"
+    plain.write_text(base)
+    shared.write_text(base + f'[shared]\nredis_url = "{redis_url}"\n')
+    ring = KeyRing(store)
+    limited = ring.create("ivy", rpm=5)[0]
+    doomed, rec = ring.create("jon")
+    procs, urls = [], []
+    for cfg, extra in ((plain, ["--redis", redis_url]), (shared, [])):
+        port = free_port()
+        procs.append(subprocess.Popen(  # noqa: S603 - our own CLI
+            [sys.executable, "-m", "stream_langchain.cli.main", "proxy", "--config", str(cfg),
+             "--port", str(port), "--db", str(store.engine.url), "--log-level", "warning",
+             *extra], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            text=True))
+        urls.append(f"http://127.0.0.1:{port}")
+
+    def up(i: int) -> bool:
+        assert procs[i].poll() is None, procs[i].stderr.read() if procs[i].stderr else ""
+        try:
+            return httpx.get(urls[i] + "/health").json()["status"] == "ok"
+        except httpx.TransportError:
+            return False
+
+    def post(i: int, key: str) -> int:
+        return httpx.post(urls[i] + "/v1/chat/completions", json=BODY, timeout=60,
+                          headers={"Authorization": f"Bearer {key}"}).status_code
+
+    try:
+        for i in range(2):
+            wait_for(lambda i=i: up(i), timeout=180)  # type: ignore[misc]
+        codes = [post(i % 2, limited) for i in range(12)]
+        assert codes.count(429) == 7 and 429 not in codes[:5], codes
+        assert post(0, doomed) != 401 and post(1, doomed) != 401
+        assert stream_main(["keys", "revoke", rec.key_id, "--db", str(store.engine.url),
+                            "--redis", redis_url]) == 0
+        assert post(0, doomed) == 401 and post(1, doomed) == 401
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=60)
