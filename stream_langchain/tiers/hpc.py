@@ -46,7 +46,11 @@ from stream_langchain.tiers.hpc_errors import (
     HPCRemoteError,
     HPCTaskError,
 )
-from stream_langchain.tiers.hpc_globus import globus_executor, shipped_serializer
+from stream_langchain.tiers.hpc_globus import (
+    globus_endpoint_status,
+    globus_executor,
+    shipped_serializer,
+)
 from stream_langchain.tiers.hpc_pool import HealthPool, RelayFailed, failover_stream
 
 __all__ = [
@@ -256,6 +260,10 @@ class ChatHPC(BaseChatModel):
     then ``executors`` (default: ``endpoint-0``, ``endpoint-1``, ...)."""
     failover_cooldown: float = Field(default=30.0, gt=0)
     """Seconds a relay or endpoint that failed is avoided (doubling while it keeps failing)."""
+    endpoint_status: Callable[[str], str | None] | None = Field(
+        default=None, exclude=True, repr=False)
+    """``status(endpoint name) -> "online" | "offline" | None``: an endpoint reported
+    ``"offline"`` is skipped before submitting (``from_globus`` asks Globus Compute)."""
 
     @model_validator(mode="after")
     def _check(self) -> ChatHPC:
@@ -339,6 +347,8 @@ class ChatHPC(BaseChatModel):
             globus_executor(i, amqp_port=amqp_port, task_group_id=task_group_id, client=client)
             for i in ids
         ]
+        kwargs.setdefault("endpoint_status", globus_endpoint_status(dict(zip(ids, execs,
+                                                                             strict=True))))
         return cls(executor=execs[0], executors=execs[1:], endpoint_ids=ids, **kwargs)
 
     # -- LangChain surface ------------------------------------------------------------------

@@ -7,9 +7,12 @@ Kept apart from :mod:`stream_langchain.tiers.hpc` so ChatHPC itself depends on n
 from __future__ import annotations
 
 import concurrent.futures
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["globus_executor", "shipped_serializer"]
+__all__ = ["globus_endpoint_status", "globus_executor", "shipped_serializer"]
 
 
 def shipped_serializer() -> Any:
@@ -73,3 +76,40 @@ def globus_executor(
         serializer=shipped_serializer(),
         **kwargs,
     )
+
+
+def globus_endpoint_status(
+    executors: Mapping[str, Any], *, ttl_s: float = 30.0
+) -> Callable[[str], str | None]:
+    """What Globus Compute reports about each endpoint (``"online"``, ``"offline"``, ...).
+
+    ChatHPC skips an endpoint reported ``"offline"`` before submitting to it. Answers are
+    cached for ``ttl_s`` seconds; a failed lookup is ``None`` (unknown: the endpoint is tried
+    and its queue timeout decides).
+
+    Args:
+        executors: Endpoint id -> its ``globus_compute_sdk.Executor`` (whose ``client`` asks).
+        ttl_s: Seconds an answer is reused.
+
+    Returns:
+        ``status(endpoint_id) -> str | None`` (blocking: call it from a thread).
+    """
+    cache: dict[str, tuple[float, str | None]] = {}
+    lock = threading.Lock()
+
+    def status(endpoint_id: str) -> str | None:
+        now = time.monotonic()
+        with lock:
+            hit = cache.get(endpoint_id)
+        if hit is not None and now - hit[0] < ttl_s:
+            return hit[1]
+        client: Any = getattr(executors.get(endpoint_id), "client", None)
+        try:
+            state = str(client.get_endpoint_status(endpoint_id)["status"]).lower()
+        except Exception:  # noqa: BLE001 - unknown status: try the endpoint anyway
+            state = None
+        with lock:
+            cache[endpoint_id] = (now, state)
+        return state
+
+    return status

@@ -9,10 +9,10 @@ so that load spreads, then the cooling ones (oldest failure first) as a last res
 :func:`failover_stream` drives one HPC request over those orders. Before the first token, a
 relay that cannot be reached (or is lost while the task waits) moves the request to the next
 relay on a fresh channel, and an endpoint that does not start the task within
-``queue_timeout`` (or refuses it) moves it to the next endpoint; when no relay can be
-reached the request runs in batch mode. After the first token nothing moves: the error goes
-to the caller (ChatStream fails over to another tier from the partial answer). The final
-chunk's ``response_metadata`` names the relay (``hpc_relay``) and the endpoint
+``queue_timeout`` (or refuses it, or is reported offline) moves it to the next endpoint;
+when no relay can be reached the request runs in batch mode. After the first token nothing
+moves: the error goes to the caller (ChatStream fails over to another tier from the partial
+answer). The final chunk's ``response_metadata`` names the relay (``hpc_relay``) and the endpoint
 (``hpc_endpoint``) that served the request and lists what was skipped
 (``hpc_failovers``).
 
@@ -22,6 +22,7 @@ another relay with a new channel, key and tokens.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import zlib
@@ -165,6 +166,17 @@ async def _attempt_endpoint(
         yield _annotate(chunk, extra)
 
 
+async def _reported_offline(chat: Any, endpoint: str) -> bool:
+    status = getattr(chat, "endpoint_status", None)
+    if status is None:
+        return False
+    try:
+        state = await asyncio.to_thread(status, endpoint)
+    except Exception:  # noqa: BLE001 - unknown: try the endpoint
+        return False
+    return state == "offline"
+
+
 async def failover_stream(
     chat: Any, body: dict[str, Any], *, batch: str | None = None, stream: bool = True
 ) -> AsyncIterator[ChatGenerationChunk]:
@@ -192,6 +204,11 @@ async def failover_stream(
     skipped: list[dict[str, str]] = []
     last: HPCError | None = None
     for endpoint in endpoints.order(key):
+        if await _reported_offline(chat, endpoint):
+            endpoints.failed(endpoint, "reported offline")
+            skipped.append({"endpoint": endpoint, "error": "reported offline"})
+            last = HPCQueueTimeout(f"endpoint {endpoint} is reported offline")
+            continue
         yielded = False
         try:
             if stream:

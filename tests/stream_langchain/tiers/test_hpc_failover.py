@@ -204,6 +204,114 @@ def test_endpoint_that_refuses_moves_to_next(
     assert any(f.get("endpoint") == "down" for m in metas for f in m["hpc_failovers"])
 
 
+def test_endpoint_reported_offline_is_skipped_without_waiting(
+    two_relays: list[Any], secret: str, backend: PacedBackend,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """An endpoint the status check reports offline gets no task: the request goes to the
+    next endpoint at once (no queue timeout), and the record says why."""
+    stuck = NeverStarts()
+    asked: list[str] = []
+
+    def status(name: str) -> str:
+        asked.append(name)
+        return "offline" if name == "down" else "online"
+
+    llm = ChatHPC(executors=[stuck, pool], endpoint_ids=["down", "up"], endpoint_status=status,
+                  relay_urls=[two_relays[0].url], relay_secret=secret,
+                  backend_url=backend.base_url, model="m", max_tokens=3, queue_timeout=600)
+    llm._endpoint_pool.failed("up", "test: make 'down' the first choice")
+    meta = _meta(llm)
+    assert meta["hpc_endpoint"] == "up"
+    assert meta["hpc_failovers"] == [{"endpoint": "down", "error": "reported offline"}]
+    assert stuck.futures == [] and "down" in asked
+
+
+def test_chatstream_record_names_relay_and_endpoint(
+    two_relays: list[Any], secret: str, backend: PacedBackend,
+    pool: concurrent.futures.ThreadPoolExecutor,
+) -> None:
+    """ChatStream's routing record carries hpc_relay, hpc_endpoint and hpc_failovers."""
+    from stream_langchain import ChatStream, KeywordJudge
+
+    a, b = two_relays
+    llm = ChatHPC(executor=pool, endpoint_ids=["cluster-1"], relay_urls=[a.url, b.url],
+                  relay_secret=secret, backend_url=backend.base_url, model="m", max_tokens=3)
+    chat = ChatStream(judge=KeywordJudge(), hpc=llm)
+    record = chat.invoke("hello", tier="hpc").response_metadata["stream"]
+    assert record["tier"] == "hpc" and record["hpc_relay"] in (a.url, b.url)
+    assert record["hpc_endpoint"] == "cluster-1" and record["hpc_failovers"] == []
+
+
+def test_from_globus_builds_one_executor_per_endpoint(tmp_path: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """from_globus(endpoint_ids=[...]) builds a globus_compute_sdk.Executor per endpoint,
+    names them by id and asks Globus Compute for their status (cached)."""
+    import uuid
+
+    import globus_sdk
+    from globus_compute_sdk import Client, Executor
+
+    from stream_langchain.tiers.hpc_globus import globus_endpoint_status
+
+    monkeypatch.setenv("GLOBUS_COMPUTE_USER_DIR", str(tmp_path))
+    client = Client(do_version_check=False, authorizer=globus_sdk.NullAuthorizer())
+    ids = [str(uuid.uuid4()) for _ in range(2)]
+    llm = ChatHPC.from_globus(endpoint_ids=ids, client=client, relay_urls=["wss://r.example"],
+                              relay_secret="x" * 32)
+    try:
+        assert list(llm._executor_map) == ids
+        assert all(isinstance(e, Executor) for e in llm._executor_map.values())
+        assert [str(e.endpoint_id) for e in llm._executor_map.values()] == ids
+        assert llm.endpoint_status is not None
+    finally:
+        for e in llm._executor_map.values():
+            e.shutdown(wait=False, cancel_futures=True)
+
+    class StatusClient:  # what Client.get_endpoint_status answers (the service is offline here)
+        calls = 0
+
+        def get_endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
+            StatusClient.calls += 1
+            if endpoint_id == "broken":
+                raise OSError("service unreachable")
+            return {"status": "offline" if endpoint_id == "b" else "online"}
+
+    holder = type("Ex", (), {"client": StatusClient()})()
+    status = globus_endpoint_status({"a": holder, "b": holder, "broken": holder})
+    assert [status("a"), status("b"), status("broken"), status("b")] == [
+        "online", "offline", None, "offline"]
+    assert StatusClient.calls == 3  # the second "b" came from the cache
+
+
+def test_settings_relay_urls_and_endpoint_ids_reach_chathpc(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """[hpc] relay_urls and endpoint_ids (with or without endpoint_id) build a ChatHPC over
+    every relay and endpoint."""
+    import uuid
+
+    import globus_sdk
+    from globus_compute_sdk import Client
+
+    from stream_langchain._factory import build_hpc
+    from stream_langchain.settings import Settings
+
+    monkeypatch.setenv("GLOBUS_COMPUTE_USER_DIR", str(tmp_path))
+    client = Client(do_version_check=False, authorizer=globus_sdk.NullAuthorizer())
+    e1, e2 = str(uuid.uuid4()), str(uuid.uuid4())
+    s = Settings.model_validate({"hpc": {"endpoint_ids": [e1, e2],
+                                         "relay_urls": ["wss://a.example", "wss://b.example"]}})
+    llm = build_hpc(s, env={"STREAM_RELAY_SECRET": "x" * 32}, globus_client=client)
+    assert isinstance(llm, ChatHPC)
+    try:
+        assert llm._relays() == ["wss://a.example", "wss://b.example"]
+        assert list(llm._executor_map) == [e1, e2]
+    finally:
+        for e in llm._executor_map.values():
+            e.shutdown(wait=False, cancel_futures=True)
+
+
 @pytest.mark.slow
 def test_embedded_stack_batch_with_relay_killed_part_way(secret: str) -> None:
     """30 HPC requests on the embedded stack (real model server, process-pool endpoint), two
