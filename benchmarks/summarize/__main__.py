@@ -1,388 +1,320 @@
-"""Context summarization: the paper's compression test, incremental cost, fact recall, latency.
+"""Long conversations on the free tier: fact recall, routing, and the latency fitting adds.
 
-Five conversations of 40 turns (user filler ~25 tokens, canned assistant filler ~40 tokens; two
-distinct facts planted in turns 1-2 of each) are replayed turn by turn, the way a stateless
-client resends its whole history. The local tier is the embedded one: llama.cpp in-process,
-``n_ctx`` 2048, the default model of :class:`~stream_langchain.tiers.llamacpp.ChatLlamaCpp`
-(which also writes the summaries).
+Conversations come from :mod:`benchmarks.summarize.conversations` (research-assistant chats of
+30-60 turns, eight facts each stated by the user in varied wording; questions worded
+differently). The local tier is llama.cpp in-process with ``ChatLlamaCpp``'s default model
+(Qwen2.5 0.5B instruct) and a 2048-token window; a bigger-window tier (the same model with
+``n_ctx`` 16384, as ``hpc``) is there to escalate to. Nothing is forced: ``ChatStream`` routes.
 
-- compression (the paper's test): at turns 10/20/30/35/40 the user turn is the probe "What is
-  2 + 2?" forced to the local tier (``tier="local"``), once with summarization and once
-  without; "kept local" means the local tier answered.
-- incremental cost: summarizer calls and input tokens at every turn, next to what a
-  non-incremental summarizer (the seed system: the whole old segment every request past the
-  threshold) would send.
-- fact recall: after turn 40 each planted fact is asked on the local tier with the full history
-  (the same model with ``n_ctx`` 4096, where it fits), the summarized context, and plain
-  truncation (the fitter with its summarizer's breaker open).
-- latency added by fitting per turn: in-session (the cache holds the previous turns'
-  summaries), warm (the same requests again: everything cached) and cold (a fresh cache at
-  turn 40: summarized from scratch).
+Arms (each fact is asked as the last user turn after the whole conversation):
 
-Run: ``python -m benchmarks.summarize [--conversations 5] [--cold 2]``; writes
+- ``full_history``: ``ChatStream`` without fitting. The history does not fit the local window,
+  so routing sends it to the bigger tier: the full-history answer (and "kept local without
+  fitting").
+- ``memory_fitter``: ``ChatStream`` with the default :class:`MemoryFitter` (recall + a summary
+  written in the background during the replay): "kept local with fitting". Its recall is
+  scored on the local answer (a probe routed elsewhere is also answered locally from the same
+  fitted prompt, and counted separately).
+- ``summarizing_fitter``: the previous fitter (:class:`SummarizingFitter`, summaries written
+  inline on the request path) on the local tier.
+- ``truncation``: the most recent turns that fit the local budget, nothing else.
+
+Latency: every conversation is replayed turn by turn as a stateless client sends it (fresh
+message lists); each turn's fit time is the latency fitting adds (p50/p95/max), with the bounded
+wait for a summary being written; the background summarizer's own time is reported apart.
+Between turns the replay lets the background summary finish, as a user's typing would.
+
+Run: ``python -m benchmarks.summarize`` (``--quick``: one short conversation, the bundled Gemma
+270M and a scripted summarizer, to check the benchmark runs). Writes
 ``benchmarks/summarize/results/summarize.{json,png}``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import re
+import collections
 import time
 from pathlib import Path
 from typing import Any
 
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from benchmarks._common import TOPICS, pct
+from benchmarks._common import add_run_args, pct, results_dir, write_results
+from benchmarks.summarize.conversations import Conversation, answer_ok, generate
 from stream_langchain import ChatStream
 from stream_langchain.context import (
-    SUMMARIZER_KEY,
-    LRUSummaryCache,
+    MemoryFitter,
     SummarizingFitter,
-    count_tokens,
+    TokenCounter,
     model_counter,
 )
 from stream_langchain.judges import KeywordJudge
-from stream_langchain.routing import CircuitBreaker
 
 OUT = Path(__file__).with_name("results")
-TURNS = 40
-PROBE_TURNS = (10, 20, 30, 35, 40)
-TIMEOUT_S = 900.0  # this 2-core machine is shared: a summary can take minutes
-PROBE = "What is 2 + 2?"
-ANSWER_TOKENS = 16
-SUMMARY_TOKENS = 128
-SYSTEM = "You are a helpful assistant. Answer briefly."
-
-# (statement, assistant acknowledgement, question, accepted answers as a regex)
-FACTS = [
-    [("My name is Priya Raman.", "Nice to meet you, Priya.",
-      "What is my name?", r"priya"),
-     ("Our project is code-named Bluefin.", "Bluefin, noted.",
-      "What is our project's code name?", r"bluefin")],
-    [("Our budget is 42,000 dollars.", "A budget of 42,000 dollars, understood.",
-      "What is our budget?", r"42[, ]?000"),
-     ("We decided to deploy in Oslo.", "Oslo it is.",
-      "Where did we decide to deploy?", r"oslo")],
-    [("The deadline is March 14.", "March 14, noted.",
-      "What is the deadline?", r"march\s*14|14(th)? (of )?march"),
-     ("My manager is called Tomas Varga.", "Tomas Varga, got it.",
-      "What is my manager called?", r"tomas|varga")],
-    [("The server room is number 318.", "Room 318, noted.",
-      "What is the server room number?", r"318"),
-     ("We chose PostgreSQL as the database.", "PostgreSQL, good choice.",
-      "Which database did we choose?", r"postgre")],
-    [("My dog's name is Biscuit.", "Biscuit is a lovely name.",
-      "What is my dog's name?", r"biscuit"),
-     ("The launch moved to the 9th of October.", "The 9th of October, noted.",
-      "When is the launch?", r"october|10/9|9/10")],
-]
+WINDOW = 2048
+BIG_WINDOW = 16384
+ANSWER_TOKENS = 32
+SUMMARY_TOKENS = 128  # both fitters; the default 256 doubles the summarizer's time here
+SYSTEM = "You are a helpful research assistant. Answer briefly."
+ARMS = ("full_history", "memory_fitter", "summarizing_fitter", "truncation")
 
 
-def user_turn(conv: int, turn: int) -> str:
-    topic = TOPICS[(conv * 3 + turn) % len(TOPICS)]
-    return (f"({turn}) Tell me more about {topic}: how it works, why it matters to people, "
-            f"and what changed in the news this week.")
+def turn_messages(conv: Conversation, upto: int, latest: str) -> list[BaseMessage]:
+    """Fresh message objects, as a stateless client resends them: ``upto`` exchanges, then
+    ``latest``."""
+    msgs: list[BaseMessage] = [SystemMessage(SYSTEM)]
+    for user, reply in conv.turns[:upto]:
+        msgs += [HumanMessage(user), AIMessage(reply)]
+    return [*msgs, HumanMessage(latest)]
 
 
-def assistant_turn(conv: int, turn: int) -> str:
-    topic = TOPICS[(conv * 3 + turn) % len(TOPICS)]
-    return (f"({turn}) In short, {topic} is studied because it shapes everyday life in small "
-            f"ways; this week's news added a few details, but the basic picture stays the "
-            f"same as before.")
+def truncated(msgs: list[BaseMessage], budget: int, count: TokenCounter) -> list[BaseMessage]:
+    """System message, then the most recent whole exchanges that fit ``budget`` (``msgs``
+    ends with an assistant turn)."""
+    head, rest = msgs[:1], msgs[1:]
+    keep: list[BaseMessage] = []
+    for i in range(len(rest) - 2, -1, -2):
+        trial = rest[i:]
+        if count([*head, *trial]) > budget:
+            break
+        keep = trial
+    return [*head, *keep]
 
 
-def fitted_record(fitted: Any, ms: float) -> dict[str, Any]:
-    rec = fitted.record()
-    return {"fit_ms": ms, "calls": fitted.summarizer_calls,
-            "input_tokens": fitted.summarizer_input_tokens,
-            "cached": rec["summary_cached"], "summarized": rec["summarized"],
-            "truncated": rec["fallback_truncated"], "tokens_before": fitted.tokens_before,
-            "tokens_after": fitted.tokens_after, "error": fitted.error}
-
-
-def seed_input(history: list[BaseMessage], budget: int, counter: Any) -> int:
-    """Tokens a non-incremental summarizer sends at this turn (the seed system: past 80% of
-    the budget, the whole old segment except the last 3 turn pairs, every request)."""
-    if counter(history) <= 0.8 * budget:
-        return 0
-    body = [m for m in history if not isinstance(m, SystemMessage)]
-    return count_tokens(body[:-7]) if len(body) > 7 else 0
-
-
-def run_conversation(conv: int, local: Any, budget: int, with_llm: ChatStream,
-                     without_llm: ChatStream, fitter: SummarizingFitter) -> dict[str, Any]:
-    history: list[BaseMessage] = [SystemMessage(SYSTEM)]
-    turns: list[dict[str, Any]] = []
-    probes: list[dict[str, Any]] = []
-    counter = fitter.counter("local")
-    requests: list[list[BaseMessage]] = []
-    for turn in range(1, TURNS + 1):
-        if turn <= 2:
-            statement, ack, _, _ = FACTS[conv][turn - 1]
-            user, reply = statement, ack
-        elif turn in PROBE_TURNS:
-            user, reply = PROBE, ""
-        else:
-            user, reply = user_turn(conv, turn), assistant_turn(conv, turn)
-        history = [*history, HumanMessage(user)]
-        requests.append(history)
-        seed = seed_input(history, budget, counter)
-        if turn in PROBE_TURNS:
-            t0 = time.perf_counter()
-            msg = with_llm.invoke(history, tier="local")
-            ms = (time.perf_counter() - t0) * 1000.0
-            rec = msg.response_metadata["stream"]
-            reply = str(msg.content).strip() or "4"
-            try:
-                without_llm.invoke(history, tier="local")
-                without, error = True, None
-            except Exception as exc:  # the paper's "upgrades" were errors like this one
-                without, error = False, f"{type(exc).__name__}: {str(exc)[:160]}"
-            probes.append({"turn": turn, "with_kept_local": rec["tier"] == "local",
-                           "with_summarized": rec["summarized"],
-                           "with_answer": reply, "with_ms": ms,
-                           "without_kept_local": without, "without_error": error,
-                           "context_tokens_before": rec["context_tokens_before"],
-                           "context_tokens_after": rec["context_tokens_after"]})
-            turns.append({"turn": turn, "seed_input_tokens": seed, "fit_ms": None,
-                          "calls": rec.get("summarizer_calls", 0),
-                          "input_tokens": rec.get("summarizer_input_tokens", 0),
-                          "cached": rec["summary_cached"], "summarized": rec["summarized"],
-                          "truncated": rec["fallback_truncated"],
-                          "tokens_before": rec["context_tokens_before"],
-                          "tokens_after": rec["context_tokens_after"],
-                          "summarizer_ms": rec["summarizer_ms"]})
-        else:
-            t0 = time.perf_counter()
-            fitted = fitter.fit_detailed(history, budget_tokens=budget, tier="local")
-            ms = (time.perf_counter() - t0) * 1000.0
-            turns.append({"turn": turn, "seed_input_tokens": seed, **fitted_record(fitted, ms)})
-        history = [*history, AIMessage(reply)]
-        t = turns[-1]
-        flag = f" TRUNCATED: {t.get('error')}" if t["truncated"] else ""
-        print(f"  conv {conv} turn {turn:2d}: {t['tokens_before']:5d} -> "
-              f"{t['tokens_after']:5d} tokens, calls {t['calls']}, summarizer input "
-              f"{t['input_tokens']}{flag}", flush=True)
-    warm: list[dict[str, Any]] = []
-    for request in requests:  # the same requests again: a stateless client resending
-        t0 = time.perf_counter()
-        fitted = fitter.fit_detailed(request, budget_tokens=budget, tier="local")
-        warm.append({"turn": len(warm) + 1, "fit_ms": (time.perf_counter() - t0) * 1000.0,
-                     "calls": fitted.summarizer_calls})
-    return {"conversation": conv, "turns": turns, "probes": probes, "warm": warm,
-            "history": history}
-
-
-def recall(conv_results: list[dict[str, Any]], local: Any, full_model: Any,
-           fitter: SummarizingFitter, budget: int) -> dict[str, Any]:
-    breaker = CircuitBreaker(threshold=1, window=3600, cooldown=3600)
-    breaker.record_failure(SUMMARIZER_KEY)  # open: this fitter only ever truncates
-    truncator = SummarizingFitter(local, breaker=breaker, counters=fitter.counters,
-                                  summary_tokens=SUMMARY_TOKENS, timeout_s=TIMEOUT_S)
+def replay(conv: Conversation, fitter: MemoryFitter, budget: int) -> list[dict[str, Any]]:
+    """Each turn as a stateless client sends it: fit (timed), then the answer arrives and
+    the fitter prepares ahead; the background summary finishes before the next turn."""
     rows = []
-    for res in conv_results:
-        conv = res["conversation"]
-        asks = [(question, pattern, [*res["history"],
-                                     HumanMessage(question + " Answer in a few words.")])
-                for _statement, _ack, question, pattern in FACTS[conv]]
-        conv_rows: list[dict[str, Any]] = [{"conversation": conv, "question": q}
-                                           for q, _, _ in asks]
-        # One arm at a time, so llama.cpp reuses the shared prefix between the questions.
-        for arm in ("full", "summarized", "truncated"):
-            for row, (_question, pattern, msgs) in zip(conv_rows, asks, strict=True):
-                if arm == "full":
-                    row["full_tokens"] = model_counter(full_model)(msgs)
-                    fits = row["full_tokens"] <= full_model.n_ctx - ANSWER_TOKENS
-                    context, model = (msgs if fits else None), full_model
-                else:
-                    f = fitter if arm == "summarized" else truncator
-                    context = f.fit_detailed(msgs, budget_tokens=budget, tier="local").messages
-                    model = local
-                    if arm == "summarized":  # what the model was given, to judge misses
-                        row["summary"] = next((str(m.content) for m in context
-                                               if m.id == "stream-summary"), None)
-                if context is None:
-                    row[arm] = None
-                    continue
-                answer = str(model.invoke(context).content)
-                row[arm] = bool(re.search(pattern, answer, re.IGNORECASE))
-                row[f"{arm}_answer"] = answer.strip()[:120]
-        for row in conv_rows:
-            print(f"  recall conv {conv}: {row['question']!r} full={row['full']} "
-                  f"summarized={row['summarized']} truncated={row['truncated']}", flush=True)
-        rows += conv_rows
-    out: dict[str, Any] = {"rows": rows}
-    for arm in ("full", "summarized", "truncated"):
-        scored = [r[arm] for r in rows if r[arm] is not None]
-        out[arm] = {"correct": sum(scored), "asked": len(scored),
-                    "fraction": sum(scored) / len(scored) if scored else None}
-    return out
-
-
-def cold(conv_results: list[dict[str, Any]], local: Any, budget: int,
-         n: int) -> list[dict[str, Any]]:
-    """Turn 40 of the first ``n`` conversations with an empty cache (summarized from
-    scratch, as a new process without the SQLite store would)."""
-    out = []
-    for res in conv_results[:n]:
-        fresh = SummarizingFitter(local, summary_tokens=SUMMARY_TOKENS, cache=LRUSummaryCache(),
-                                  timeout_s=TIMEOUT_S, counters={"local": model_counter(local)})
-        request = res["history"][:-1]
+    for k, (user, reply) in enumerate(conv.turns):
+        msgs = turn_messages(conv, k, user)
         t0 = time.perf_counter()
-        fitted = fresh.fit_detailed(request, budget_tokens=budget, tier="local")
-        out.append({"conversation": res["conversation"],
-                    **fitted_record(fitted, (time.perf_counter() - t0) * 1000.0)})
-        print(f"  cold conv {res['conversation']}: {out[-1]['fit_ms']:.0f} ms, "
-              f"{fitted.summarizer_calls} calls", flush=True)
-    return out
+        fitted = fitter.fit_detailed(msgs, budget_tokens=budget, tier="local")
+        ms = (time.perf_counter() - t0) * 1000.0
+        rows.append({"turn": k + 1, "fit_ms": round(ms, 3),
+                     "wait_ms": round(fitted.summary_wait_ms, 3),
+                     "pending": fitted.summary_pending, "cached": fitted.summary_cached,
+                     "recalled": fitted.recalled_turns, "tokens_before": fitted.tokens_before,
+                     "tokens_after": fitted.tokens_after, "fits": fitted.fits})
+        fitter.prepare([*msgs, AIMessage(reply)], budget_tokens=budget, tier="local")
+        fitter.wait_idle()
+    return rows
 
 
-def summarize_results(convs: list[dict[str, Any]], rec: dict[str, Any],
-                      colds: list[dict[str, Any]], model: str, budget: int) -> dict[str, Any]:
-    probes = [p for c in convs for p in c["probes"]]
-    session = [t["fit_ms"] for c in convs for t in c["turns"] if t["fit_ms"] is not None]
-    warm = [w["fit_ms"] for c in convs for w in c["warm"]]
-    calls = [(t["turn"], t["input_tokens"]) for c in convs for t in c["turns"] if t["calls"]]
-    incremental = [n for c in convs for t in c["turns"] if t["calls"] == 1
-                   for n in [t["input_tokens"]]]
-    per_turn = {turn: sum(t["input_tokens"] for c in convs for t in c["turns"]
-                          if t["turn"] == turn) / len(convs) for turn in range(1, TURNS + 1)}
-    seed = {turn: sum(t["seed_input_tokens"] for c in convs for t in c["turns"]
-                      if t["turn"] == turn) / len(convs) for turn in range(1, TURNS + 1)}
-    first_seed = next((t for t in range(1, TURNS + 1) if seed[t]), None)
+def _ask(model: Any, msgs: list[BaseMessage]) -> str:
+    return str(model.invoke(msgs).content)
+
+
+def probe(conv: Conversation, m: dict[str, Any], budget: int) -> list[dict[str, Any]]:
+    """Every planted fact of ``conv`` asked in every arm (arm by arm, so llama.cpp reuses
+    the prompt prefix the questions of one arm share)."""
+    count = model_counter(m["local"])
+    asks = [turn_messages(conv, len(conv.turns), f.question) for f in conv.facts]
+    rows: list[dict[str, Any]] = [
+        {"kind": f.kind, "value": f.value, "turn": f.turn + 1, "statement": f.statement,
+         "question": f.question} for f in conv.facts]
+    for row, msgs in zip(rows, asks, strict=True):
+        res = m["plain"].invoke(msgs)
+        rec = res.response_metadata["stream"]
+        row["full_history"] = {"answer": str(res.content), "tier": rec["tier"],
+                               "complexity": rec["complexity"]}
+    for row, msgs in zip(rows, asks, strict=True):
+        res = m["fitted"].invoke(msgs)
+        rec = res.response_metadata["stream"]
+        row["routed_with_fitting"] = {"tier": rec["tier"], "complexity": rec["complexity"],
+                                      "answer": str(res.content)}
+        fitted = m["probe_fitter"].fit_detailed(msgs, budget_tokens=budget, tier="local")
+        answer = (str(res.content) if rec["tier"] == "local"
+                  else _ask(m["local"], fitted.messages))
+        text = "\n".join(str(x.content) for x in fitted.messages).lower()
+        row["memory_fitter"] = {"answer": answer, "tokens": fitted.tokens_after,
+                                "recalled": fitted.recalled_turns,
+                                "summary": fitted.summary_cached,
+                                "value_in_prompt": row["value"].lower() in text}
+    for row, msgs in zip(rows, asks, strict=True):
+        t0 = time.perf_counter()
+        old = m["old"].fit_detailed(msgs, budget_tokens=budget, tier="local")
+        old_ms = (time.perf_counter() - t0) * 1000.0
+        text = "\n".join(str(x.content) for x in old.messages).lower()
+        row["summarizing_fitter"] = {"answer": _ask(m["local"], old.messages),
+                                     "fit_ms": round(old_ms, 1), "tokens": old.tokens_after,
+                                     "truncated": old.fallback_truncated,
+                                     "value_in_prompt": row["value"].lower() in text}
+    room = budget - max(count([HumanMessage(f.question)]) for f in conv.facts)
+    kept = truncated(asks[0][:-1], room, count)  # one cut for all questions
+    for row, msgs in zip(rows, asks, strict=True):
+        cut = [*kept, msgs[-1]]
+        row["truncation"] = {"answer": _ask(m["local"], cut), "tokens": count(cut)}
+    for row, fact in zip(rows, conv.facts, strict=True):
+        for arm in ARMS:
+            row[arm]["ok"] = answer_ok(row[arm]["answer"], fact.accept)
+    return rows
+
+
+def models(quick: bool) -> dict[str, Any]:
+    """The tiers, fitters and routers of one run."""
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp, bundled_model_path
+
+    kw: dict[str, Any] = {"max_tokens": ANSWER_TOKENS, "temperature": 0.0}
+    if quick:
+        kw["model_path"] = bundled_model_path()
+    local = ChatLlamaCpp(n_ctx=WINDOW, **kw)
+    big = ChatLlamaCpp(n_ctx=BIG_WINDOW // (4 if quick else 1), **kw)
+    writer: BaseChatModel = local
+    if quick:
+        from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+        writer = FakeListChatModel(responses=["The user and the assistant discussed research "
+                                              "methods."])
+    counters = {"local": model_counter(local), "hpc": model_counter(big)}
+    mem = MemoryFitter(writer, counters=counters, summary_tokens=SUMMARY_TOKENS)
+    probe_fitter = MemoryFitter(writer, counters=counters, cache=mem.cache, write=False,
+                                summary_tokens=SUMMARY_TOKENS)
+    old = SummarizingFitter(writer, counters=counters, timeout_s=900.0,
+                            summary_tokens=SUMMARY_TOKENS)
+    judge = KeywordJudge()
+    plain = ChatStream(local=local, hpc=big, judge=judge, summarize=False)
+    fitted = ChatStream(local=local, hpc=big, judge=judge, summarizer=probe_fitter)
+    return {"local": local, "big": big, "mem": mem, "probe_fitter": probe_fitter, "old": old,
+            "plain": plain, "fitted": fitted,
+            "budget": fitted._budget_tokens("local"), "writer": type(writer).__name__}
+
+
+def summarize(convs: list[dict[str, Any]], mem: MemoryFitter, wait_s: float) -> dict[str, Any]:
+    """Rates, routing counts, latency and background-summarizer figures over all runs."""
+    rows = [r for c in convs for r in c["probes"]]
+    n = len(rows)
+    recall = {arm: {"recalled": sum(r[arm]["ok"] for r in rows), "facts": n,
+                    "rate": round(sum(r[arm]["ok"] for r in rows) / n, 4) if n else None}
+              for arm in ARMS}
+    in_prompt = sum(r["memory_fitter"]["value_in_prompt"] for r in rows)
+    old_in_prompt = sum(r["summarizing_fitter"]["value_in_prompt"] for r in rows)
+    with_fit = collections.Counter(r["routed_with_fitting"]["tier"] for r in rows)
+    without = collections.Counter(r["full_history"]["tier"] for r in rows)
+    turns = [t for c in convs for t in c["replay"]]
+    fit_ms = [t["fit_ms"] for t in turns]
+    bg = [e for e in mem.log if "ms" in e]
+    bg_ms = [e["ms"] for e in bg]
+    old_ms = [c["probes"][0]["summarizing_fitter"]["fit_ms"] for c in convs if c["probes"]]
     return {
-        "model": model,
-        "instruct_model": "instruct" in model.lower(),
-        "local_budget_tokens": budget,
-        "compression": {
-            "probes": len(probes),
-            "kept_local_with_summarization": sum(p["with_kept_local"] for p in probes),
-            "kept_local_without": sum(p["without_kept_local"] for p in probes),
-            "goal": "25/25 with summarization (paper 25/25; paper without: 10/25)",
+        "recall": recall,
+        "value_in_prompt": {"facts": n, "memory_fitter": in_prompt,
+                            "summarizing_fitter": old_in_prompt},
+        "gap_to_full_history": (recall["full_history"]["recalled"]
+                                - recall["memory_fitter"]["recalled"]),
+        "routing": {
+            "kept_local_with_fitting": with_fit.get("local", 0),
+            "kept_local_without_fitting": without.get("local", 0),
+            "probes": n, "tiers_with_fitting": dict(with_fit),
+            "tiers_without_fitting": dict(without),
+            "complexity": dict(collections.Counter(r["routed_with_fitting"]["complexity"]
+                                                   for r in rows)),
         },
-        "incremental": {
-            "summarizer_calls": len(calls),
-            "calls_per_conversation": len(calls) / len(convs),
-            "input_tokens_per_call": [n for _, n in calls],
-            "single_call_input_tokens": {"min": min(incremental, default=0),
-                                         "max": max(incremental, default=0)},
-            "mean_input_tokens_per_turn": per_turn,
-            "seed_input_tokens_per_turn": seed,
-            "ours_last_10_turns_over_previous_10": (
-                sum(per_turn.get(t, 0) for t in range(TURNS - 9, TURNS + 1))
-                / max(sum(per_turn.get(t, 0) for t in range(TURNS - 19, TURNS - 9)), 1)),
-            "seed_turn40_over_first_trigger_turn": (seed[TURNS] / seed[first_seed]
-                                                    if first_seed else None),
-            "goal": "flat: turn 40 / turn 10 <= 1.5 (seed grows linearly)",
-        },
-        "fact_recall": {k: v for k, v in rec.items() if k != "rows"},
-        "fact_recall_rows": rec["rows"],
         "latency_ms": {
-            "in_session": {"p50": pct(session, .5), "p95": pct(session, .95),
-                           "n": len(session)},
-            "warm": {"p50": pct(warm, .5), "p95": pct(warm, .95), "n": len(warm)},
-            "cold_turn40": ({"p50": pct([c["fit_ms"] for c in colds], .5),
-                             "p95": pct([c["fit_ms"] for c in colds], .95), "n": len(colds)}
-                            if colds else None),
+            "turns": len(fit_ms), "p50": round(pct(fit_ms, 0.5), 3),
+            "p95": round(pct(fit_ms, 0.95), 3), "max": round(max(fit_ms), 3),
+            "goal_p95": 50.0,
+            "wait_bound_ms": wait_s * 1000.0,
+            "max_wait_ms": max(t["wait_ms"] for t in turns),
+            "turns_waiting": sum(1 for t in turns if t["wait_ms"] > 0),
+            "turns_pending": sum(1 for t in turns if t["pending"]),
+            "turns_fitted": sum(1 for t in turns if t["tokens_before"] > t["tokens_after"]),
+            "turns_over_budget": sum(1 for t in turns if not t["fits"]),
+        },
+        "background_summarizer": {
+            "calls": len(bg), "errors": sum(1 for e in bg if "error" in e),
+            "ms_p50": round(pct(bg_ms, 0.5), 1) if bg_ms else None,
+            "ms_p95": round(pct(bg_ms, 0.95), 1) if bg_ms else None,
+            "ms_max": round(max(bg_ms), 1) if bg_ms else None,
+            "total_s": round(sum(bg_ms) / 1000.0, 1),
+            "supplemented_quotes": sum(e.get("supplemented", 0) for e in bg),
+        },
+        "previous_fitter_blocking_ms": {
+            "first_probe_per_conversation": old_ms,
+            "max": max(old_ms) if old_ms else None,
         },
     }
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
+def plot(report: dict[str, Any], convs: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(2, 2, figsize=(11, 8))
-    c = report["summary"]["compression"]
-    ax[0][0].bar(["with summarization", "without"],
-                 [c["kept_local_with_summarization"], c["kept_local_without"]],
-                 color=["tab:green", "tab:gray"])
-    ax[0][0].set_ylim(0, c["probes"])
-    ax[0][0].set_title(f"probes kept local (of {c['probes']})")
-    inc = report["summary"]["incremental"]
-    turns = list(range(1, TURNS + 1))
-    ax[0][1].plot(turns, [inc["mean_input_tokens_per_turn"][t] for t in turns],
-                  marker="o", label="incremental (ours)")
-    ax[0][1].plot(turns, [inc["seed_input_tokens_per_turn"][t] for t in turns],
-                  linestyle="--", label="whole old segment each turn (seed)")
-    ax[0][1].set_xlabel("turn")
-    ax[0][1].set_ylabel("summarizer input tokens (mean over conversations)")
-    ax[0][1].legend()
-    ax[0][1].set_title("summarizer input per turn")
-    r = report["summary"]["fact_recall"]
-    arms = ["full", "summarized", "truncated"]
-    vals = [(r[a]["fraction"] or 0.0) for a in arms]
-    ax[1][0].bar([f"{a}\n({r[a]['correct']}/{r[a]['asked']})" for a in arms], vals,
-                 color=["tab:blue", "tab:green", "tab:red"])
-    ax[1][0].set_ylim(0, 1)
-    ax[1][0].set_title("fact recall after turn 40 (local tier)")
-    lat = report["summary"]["latency_ms"]
-    names = [k for k in ("warm", "in_session", "cold_turn40") if lat.get(k)]
-    ax[1][1].bar([f"{k} p50" for k in names], [lat[k]["p50"] for k in names])
-    ax[1][1].bar([f"{k} p95" for k in names], [lat[k]["p95"] for k in names])
-    ax[1][1].set_yscale("log")
-    ax[1][1].set_ylabel("ms added by fitting")
-    ax[1][1].tick_params(axis="x", rotation=30)
-    ax[1][1].set_title("latency added per turn")
-    fig.suptitle(f"Context summarization, local = {report['summary']['model']}")
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4.2))
+    rec = report["recall"]
+    labels = [a.replace("_", "\n") for a in ARMS]
+    rates = [100.0 * (rec[a]["rate"] or 0.0) for a in ARMS]
+    ax[0].bar(labels, rates, color=["#777", "#2a7", "#c84", "#b44"])
+    for i, a in enumerate(ARMS):
+        ax[0].text(i, rates[i] + 1, f"{rec[a]['recalled']}/{rec[a]['facts']}", ha="center")
+    ax[0].set_ylim(0, 110)
+    ax[0].set_ylabel("facts recalled (%)")
+    ax[0].set_title(f"Fact recall, local window {WINDOW}")
+    fit = [t["fit_ms"] for c in convs for t in c["replay"]]
+    ax[1].hist(fit, bins=40, color="#2a7")
+    lat = report["latency_ms"]
+    ax[1].axvline(lat["p95"], color="k", ls="--", label=f"p95 {lat['p95']:.1f} ms")
+    ax[1].set_xlabel("fit time per turn (ms), stateless replay")
+    ax[1].set_ylabel("turns")
+    ax[1].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main() -> None:
-    global TURNS
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = add_run_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--conversations", type=int, default=5)
-    ap.add_argument("--cold", type=int, default=2, help="conversations measured cold")
-    ap.add_argument("--turns", type=int, default=TURNS, help="turns per conversation")
-    ap.add_argument("--window", type=int, default=0,
-                    help="local window to fit to (default: the model's n_ctx, 2048)")
+    ap.add_argument("--facts", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=2026, help="first conversation's seed")
     args = ap.parse_args()
-    TURNS = args.turns
-    from stream_langchain.tiers.llamacpp import ChatLlamaCpp
-
-    started = time.perf_counter()
-    local = ChatLlamaCpp(max_tokens=ANSWER_TOKENS, temperature=0.0)
-    full_model = ChatLlamaCpp(max_tokens=ANSWER_TOKENS, temperature=0.0, n_ctx=4096)
-    fitter = SummarizingFitter(local, summary_tokens=SUMMARY_TOKENS, timeout_s=TIMEOUT_S,
-                               counters={"local": model_counter(local)})
-    judge = KeywordJudge()
-    windows = {"local": args.window} if args.window else {}
-    with_llm = ChatStream(local=local, judge=judge, summarizer=fitter, context_windows=windows)
-    without_llm = ChatStream(local=local, judge=judge, summarize=False,
-                             context_windows=windows)
-    budget = with_llm._budget_tokens("local")
+    out = results_dir(args, OUT)
+    n_convs, n_facts = (1, 2) if args.quick else (args.conversations, args.facts)
+    m = models(args.quick)
+    budget = m["budget"]
     convs = []
-    for conv in range(args.conversations):
-        print(f"conversation {conv}", flush=True)
-        convs.append(run_conversation(conv, local, budget, with_llm, without_llm, fitter))
-        OUT.mkdir(parents=True, exist_ok=True)
-        (OUT / "summarize.partial.json").write_text(json.dumps(
-            [{k: v for k, v in c.items() if k != "history"} for c in convs], default=str))
-    print("fact recall", flush=True)
-    rec = recall(convs, local, full_model, fitter, budget)
-    print("cold cache", flush=True)
-    colds = cold(convs, local, budget, args.cold)
-    summary = summarize_results(convs, rec, colds, local.model_name, budget)
-    for c in convs:
-        c.pop("history")
-    report = {"benchmark": "summarize", "python": platform.python_version(),
-              "machine": platform.machine(), "wall_s": time.perf_counter() - started,
-              "summary_tokens": SUMMARY_TOKENS, "answer_tokens": ANSWER_TOKENS,
-              "summary": summary, "conversations": convs, "cold": colds}
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "summarize.json").write_text(json.dumps(report, indent=2, default=str))
-    plot(report, OUT / "summarize.png")
-    s = summary
-    print(json.dumps({k: s[k] for k in ("model", "compression", "fact_recall", "latency_ms")},
-                     indent=2, default=str))
-    print("incremental:", {k: v for k, v in s["incremental"].items()
-                           if not k.endswith("per_turn") and k != "input_tokens_per_call"})
+    for i in range(n_convs):
+        conv = generate(args.seed + i, facts=n_facts,
+                        **({"min_turns": 30, "max_turns": 30} if args.quick else {}))
+        t0 = time.perf_counter()
+        rows = replay(conv, m["mem"], budget)
+        probes = probe(conv, m, budget)
+        convs.append({"seed": conv.seed, "turns": len(conv.turns), "replay": rows,
+                      "probes": probes, "seconds": round(time.perf_counter() - t0, 1)})
+        ok = {a: sum(p[a]["ok"] for p in probes) for a in ARMS}
+        print(f"conversation {i + 1}/{n_convs} (seed {conv.seed}, {len(conv.turns)} turns): "
+              f"{ok} of {len(probes)}", flush=True)
+        path = write(out, args, m, convs, n_facts, done=i + 1 == n_convs)
+    print(f"wrote {path}")
+
+
+def write(out: Path, args: argparse.Namespace, m: dict[str, Any], convs: list[dict[str, Any]],
+          n_facts: int, *, done: bool) -> Path:
+    """The results so far (after every conversation, so a long run leaves a partial file)."""
+    report = summarize(convs, m["mem"], m["mem"].wait_s)
+    data = {
+        "benchmark": "summarize",
+        "quick": args.quick,
+        "complete": done,
+        "config": {"local_window": WINDOW, "big_window": m["big"].n_ctx,
+                   "budget_tokens": m["budget"], "answer_tokens": ANSWER_TOKENS,
+                   "model": m["local"].model_name, "summarizer": m["writer"],
+                   "judge": "keyword", "conversations": len(convs),
+                   "facts_per_conversation": n_facts, "first_seed": args.seed,
+                   "wait_s": m["mem"].wait_s, "summary_tokens": m["mem"].summary_tokens,
+                   "min_span_tokens": m["mem"].min_span_tokens},
+        **report,
+        "conversations": convs,
+    }
+    path = write_results(out / "summarize.json", data)
+    plot(report, convs, out / "summarize.png")
+    if done:
+        print(f"recall {report['recall']}\nrouting {report['routing']}\n"
+              f"latency {report['latency_ms']}\n"
+              f"background {report['background_summarizer']}")
+    return path
 
 
 if __name__ == "__main__":

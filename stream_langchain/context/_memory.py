@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import hashlib
 import re
 import threading
 import time
@@ -41,7 +42,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
-from stream_langchain.context._cache import LRUSummaryCache, SummaryCache, prefix_hashes
+from stream_langchain.context._cache import LRUSummaryCache, SummaryCache, canonical
 from stream_langchain.context._count import (
     IMAGE_TOKENS,
     TokenCounter,
@@ -101,6 +102,19 @@ def _strength(identifier: str) -> int:
     if identifier.isdigit() or identifier.replace(",", "").isdigit():
         return 2 if len(identifier) >= 3 else 1
     return 2 if " " in identifier or sum(c.isupper() for c in identifier) > 1 else 1
+
+
+def _hash_all(msgs: Sequence[BaseMessage], namespace: str) -> tuple[list[str], list[str]]:
+    """Each message's recall key and the prefix hashes (as ``message_key`` and
+    ``prefix_hashes`` compute them), serializing every message once."""
+    canon = [canonical(m) for m in msgs]
+    keys = [hashlib.sha256(b"stream-recall-v1\0" + c).hexdigest() for c in canon]
+    h = hashlib.sha256(b"stream-summary-v1\0" + namespace.encode()).digest()
+    prefix = [h.hex()]
+    for c in canon:
+        h = hashlib.sha256(h + c).digest()
+        prefix.append(h.hex())
+    return keys, prefix
 
 
 def identifiers(text: str) -> list[str]:
@@ -185,7 +199,7 @@ class MemoryFitter:
         recall_share: float = 0.35,
         excerpt_chars: int = 320,
         watermark: float = 0.6,
-        min_span_tokens: int = 256,
+        min_span_tokens: int = 512,
         chunk_tokens: int = 4096,
         margin: float = 1.15,
         image_tokens: int = IMAGE_TOKENS,
@@ -336,11 +350,12 @@ class MemoryFitter:
 
     # ------------------------------------------------------------------ sizes
 
-    def _sizes_of(self, msgs: list[BaseMessage], tier: str) -> list[int]:
+    def _sizes_of(self, msgs: list[BaseMessage], tier: str,
+                  keys: list[str] | None = None) -> list[int]:
         count = self.counter(tier)
         out = []
-        for m in msgs:
-            key = (tier, message_key(m))
+        for i, m in enumerate(msgs):
+            key = (tier, keys[i] if keys is not None else message_key(m))
             n = self._sizes.get(key)
             if n is None:
                 if len(self._sizes) > 100_000:
@@ -348,6 +363,14 @@ class MemoryFitter:
                 n = self._sizes[key] = count([m])
             out.append(n)
         return out
+
+    def _size_of(self, text: str, tier: str) -> int:
+        """Tokens of ``text`` as a system message (cached by content)."""
+        key = (tier, message_key(SystemMessage(text)))
+        n = self._sizes.get(key)
+        if n is None:
+            n = self._sizes[key] = self.counter(tier)([SystemMessage(text)])
+        return n
 
     @staticmethod
     def _fixed(msgs: list[BaseMessage], per: list[int]) -> int:
@@ -393,21 +416,20 @@ class MemoryFitter:
                 (time.perf_counter() - t0) * 1000.0)
 
     def _layout(self, msgs: list[BaseMessage], budget: int, tier: str) -> _Layout:
-        per = self._sizes_of(msgs, tier)
+        keys, hashes = _hash_all(msgs, self._namespace)
+        per = self._sizes_of(msgs, tier, keys)
         before = sum(per)
         if before <= budget:
             return _Layout("asis", before, before)
         fixed = self._fixed(msgs, per)
         if fixed > budget:
             return _Layout("nofit", before, fixed)
-        count = self.counter(tier)
         lead = _leading_system(msgs)
         tail = _tail_start(msgs, lead)
         cuts = _safe_cuts(msgs, lead, tail)
-        hashes = prefix_hashes(msgs, self._namespace)
         pending, waited = self._wait_pending(hashes)
         base, summary = self._summary_for(hashes, cuts, lead)
-        s_tokens = count([SystemMessage(SUMMARY_HEADER + summary)]) if summary else 0
+        s_tokens = self._size_of(SUMMARY_HEADER + summary, tier) if summary else 0
         if s_tokens > (budget - fixed) // 2:
             base, summary, s_tokens = lead, None, 0
         room = budget - fixed - s_tokens
@@ -416,10 +438,10 @@ class MemoryFitter:
         units = [u for u in units if not all(isinstance(m, SystemMessage)
                                              for m in msgs[u[0]:u[1]])]
         excerpts = {u: self._excerpt(msgs[u[0]:u[1]]) for u in units}
-        sizes = {u: count([SystemMessage(t)]) for u, t in excerpts.items()}
-        header = count([SystemMessage(RECALL_HEADER)])
+        sizes = {u: self._size_of(t, tier) for u, t in excerpts.items()}
+        header = self._size_of(RECALL_HEADER, tier)
         left = room - header - sum(per[cut:tail])
-        chosen = self._recall(msgs, units, excerpts, sizes, left)
+        chosen = self._recall(msgs, keys, units, excerpts, sizes, left)
         left -= sum(sizes[u] for u in chosen)
         # Room left over goes back to the verbatim window (a recalled turn moves there).
         for u in reversed(units):
@@ -435,7 +457,8 @@ class MemoryFitter:
                          excerpts={u: excerpts[u] for u in recalled})
         return layout
 
-    def _recall(self, msgs: list[BaseMessage], units: list[tuple[int, int]],
+    def _recall(self, msgs: list[BaseMessage], msg_keys: list[str],
+                units: list[tuple[int, int]],
                 excerpts: dict[tuple[int, int], str], sizes: dict[tuple[int, int], int],
                 room: int) -> set[tuple[int, int]]:
         """The evicted turns most relevant to the latest user message that fit ``room``;
@@ -443,7 +466,7 @@ class MemoryFitter:
         if not units or room <= 0:
             return set()
         query = message_text(msgs[_tail_start(msgs, _leading_system(msgs))])
-        keys = [message_key(msgs[a]) if b - a == 1 else
+        keys = [msg_keys[a] if b - a == 1 else
                 message_key(SystemMessage(excerpts[(a, b)])) for a, b in units]
         scores = self.index.scores(query, keys, [excerpts[u] for u in units])
         user = [any(isinstance(m, HumanMessage) for m in msgs[a:b]) for a, b in units]
@@ -478,12 +501,11 @@ class MemoryFitter:
             return Fitted(msgs, False, layout.before, layout.before, budget, False,
                           summary_used=False,
                           error="system messages and the latest turn alone exceed the budget")
-        count = self.counter(tier)
         recalled = list(layout.recalled)
         summary = layout.summary
         while True:
             out = self._assemble(msgs, layout, recalled, summary)
-            after = count(out)
+            after = sum(self._sizes_of(out, tier))
             if after <= budget or (not recalled and summary is None):
                 break
             if recalled:  # the estimate was short: drop the oldest excerpt
@@ -521,7 +543,7 @@ class MemoryFitter:
         cuts = [c for c in _safe_cuts(msgs, lead, len(msgs)) if c <= end]
         if not cuts or cuts[-1] != end:
             return False
-        hashes = prefix_hashes(msgs[:end], self._namespace)
+        _, hashes = _hash_all(msgs[:end], self._namespace)
         base, previous = self._summary_for(hashes, cuts, lead)
         per = self._sizes_of(msgs[base:end], tier)
         if sum(per) < max(self.min_span_tokens, 1) or not self.breaker.allow(SUMMARIZER_KEY):
