@@ -160,7 +160,7 @@ async def _attempt_endpoint(
     if not chat.batch_fallback:
         why = _describe(last) if last else "no relay"
         raise HPCError(f"could not open the relay channel on any relay: {why}")
-    reason = f"relay unreachable: {_describe(last) if last else 'no relay'}"
+    reason = str(last) if last else "relay unreachable: no relay"
     extra = {"hpc_relay": None, "hpc_endpoint": endpoint, "hpc_failovers": skipped}
     for chunk in await chat._batch(body, reason, executor=executor):
         yield _annotate(chunk, extra)
