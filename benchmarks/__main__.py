@@ -41,6 +41,7 @@ STEPS: list[tuple[str, list[str], bool]] = [
                               _J + "cascade_nested.json"], False),
     ("hpc_ttft", ["-m", "benchmarks.hpc_ttft"], True),
     ("proxy", ["-m", "benchmarks.proxy"], True),
+    ("scale", ["-m", "benchmarks.scale"], True),   # needs Redis (STREAM_TEST_REDIS_URL)
     ("models", ["-m", "benchmarks.models", "--no-download"], True),
     ("summarize", ["-m", "benchmarks.summarize"], True),
 ]

@@ -212,8 +212,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="Redis URL (its database is flushed; default $STREAM_TEST_REDIS_URL)")
     args = ap.parse_args(argv)
     if not args.redis:
-        print("benchmarks.scale: needs --redis URL or STREAM_TEST_REDIS_URL", file=sys.stderr)
-        return 2
+        print("benchmarks.scale: needs --redis URL or STREAM_TEST_REDIS_URL; skipped",
+              file=sys.stderr)
+        return 2 if os.environ.get("CI") == "true" else 0
     import redis
 
     r = redis.Redis.from_url(args.redis)
