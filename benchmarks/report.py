@@ -22,7 +22,8 @@ __all__ = ["BEGIN", "END", "PACKAGES", "main", "provenance", "render", "rows"]
 
 BEGIN, END = "<!-- measured:begin -->", "<!-- measured:end -->"
 # README order; each is benchmarks/<name>/ with a report.py and a results/ folder.
-PACKAGES = ["router_overhead", "hpc_ttft", "relay", "judge", "summarize", "proxy", "models"]
+PACKAGES = ["router_overhead", "hpc_ttft", "relay", "judge", "summarize", "proxy", "scale",
+            "models"]
 README = ROOT / "README.md"
 JUDGE_README = ROOT / "benchmarks" / "judge" / "README.md"  # its results table, same way
 _ISA = ("avx2", "avx512f", "amx_int8")
@@ -35,8 +36,7 @@ def _package_rows(name: str) -> list[Row]:
     except ModuleNotFoundError as exc:
         if exc.name != f"benchmarks.{name}.report":
             raise
-        fallback = _FALLBACKS.get(name)
-        return fallback(results) if fallback else []
+        return []  # a benchmark without README rows
     readme_rows: Callable[[Path], list[Row]] = module.readme_rows
     return readme_rows(results)
 
@@ -126,32 +126,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.readme == README:
         ok = _update(JUDGE_README, _judge_readme, args.check) and ok
     return 0 if ok or not args.check else 1
-
-
-def _summarize_fallback(results: Path) -> list[Row]:
-    """The summarize row until ``benchmarks/summarize/report.py`` exists (issue 22 owns it)."""
-    path = results / "summarize.json"
-    if not path.is_file():
-        return []
-    s = load_results(path)["summary"]
-    comp, inc, rec = s["compression"], s["incremental"], s["fact_recall"]
-    lat = s["latency_ms"]
-    recall = ", ".join(f"{rec[k]['correct']}/{rec[k]['asked']} {k}"
-                       for k in ("summarized", "full", "truncated"))
-    return [Row(
-        claim=f"context summarization, {comp['probes'] // 5} conversations x 40 turns, local = "
-              f"{s['model']}, local budget {s['local_budget_tokens']} tokens (tier forced "
-              "local: kept-local is by construction, issue 21)",
-        figure=f"probes kept local {comp['kept_local_with_summarization']}/{comp['probes']} "
-               f"with summarization, {comp['kept_local_without']}/{comp['probes']} without; "
-               f"{inc['calls_per_conversation']:.1f} summarizer calls per conversation; fact "
-               f"recall after turn 40: {recall}; fitting p50 {lat['warm']['p50']:.0f} ms a "
-               f"turn warm, cold turn 40 p50 {lat['cold_turn40']['p50'] / 1000:.0f} s",
-        reproduce="`python -m benchmarks.summarize`",
-        sources=(path,))]
-
-
-_FALLBACKS: dict[str, Callable[[Path], list[Row]]] = {"summarize": _summarize_fallback}
 
 
 if __name__ == "__main__":
