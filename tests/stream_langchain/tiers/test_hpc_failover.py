@@ -102,13 +102,17 @@ def test_relay_killed_part_way_no_request_fails(
     assert set(used) == {a.url, b.url}
     dead_port = a.port
     a.stop()
-    metas = [_meta(llm) for _ in range(12)]
-    assert [m["hpc_mode"] for m in metas] == ["stream"] * 12
-    assert {m["hpc_relay"] for m in metas} == {b.url}
-    tried_dead = [m for m in metas if m["hpc_failovers"]]
-    assert len(tried_dead) <= 1  # at most the first request found it dead; then avoided
-    assert all(f["relay"] == a.url for m in tried_dead for f in m["hpc_failovers"])
+    metas = []
+    while not any(m["hpc_failovers"] for m in metas):  # until one request picks the dead one
+        assert len(metas) < 40, "no request tried the dead relay"
+        metas.append(_meta(llm))
+    assert metas[-1]["hpc_failovers"] == [
+        {"relay": a.url, "error": metas[-1]["hpc_failovers"][0]["error"]}]
     assert not llm._relay_pool.healthy(a.url)
+    metas += [_meta(llm) for _ in range(8)]  # now avoided: no request tries it again
+    assert [m["hpc_mode"] for m in metas] == ["stream"] * len(metas)
+    assert {m["hpc_relay"] for m in metas} == {b.url}
+    assert sum(bool(m["hpc_failovers"]) for m in metas) == 1
     # The relay comes back; once its cooldown is over it serves again.
     back = relay.run_in_thread(secret=secret, host="127.0.0.1", port=dead_port)
     try:
@@ -199,9 +203,12 @@ def test_endpoint_that_refuses_moves_to_next(
     llm = ChatHPC(executors=[down, pool], endpoint_ids=["down", "up"],
                   relay_urls=[two_relays[1].url], relay_secret=secret,
                   backend_url=backend.base_url, model="m", max_tokens=3)
+    llm._endpoint_pool.failed("up", "test: make 'down' the first choice")
     metas = [_meta(llm) for _ in range(6)]
     assert {m["hpc_endpoint"] for m in metas} == {"up"}
-    assert any(f.get("endpoint") == "down" for m in metas for f in m["hpc_failovers"])
+    assert metas[0]["hpc_failovers"][0]["endpoint"] == "down"
+    assert "refused" in metas[0]["hpc_failovers"][0]["error"]
+    assert all(not m["hpc_failovers"] for m in metas[1:])  # avoided from then on
 
 
 def test_endpoint_reported_offline_is_skipped_without_waiting(
