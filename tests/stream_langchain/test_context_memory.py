@@ -319,3 +319,40 @@ def test_settings_choose_the_fitter_and_the_model_that_writes_summaries() -> Non
                             tiers) is None
     fallback = build_summarizer(s, {"local": local})  # no HPC tier: the local one writes
     assert isinstance(fallback, MemoryFitter) and fallback.model is local
+
+
+class TopicEmbedder:
+    """A scripted embedding model: one axis for storage words, one for everything else;
+    counts the texts it embeds."""
+
+    STORAGE = ("bucket", "storage", "stored", "kept", "keep", "upload")
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def _vec(self, text: str) -> list[float]:
+        hit = any(w in text.lower() for w in self.STORAGE)
+        return [1.0, 0.0] if hit else [0.0, 1.0]
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.embedded += texts
+        return [self._vec(t) for t in texts]
+
+    def embed_query(self, text: str) -> list[float]:
+        return self._vec(text)
+
+
+def test_embeddings_recall_what_shares_no_word_and_each_turn_is_embedded_once() -> None:
+    """With an embedder, a question sharing no indexed word with the statement ('Where is our
+    stuff kept?') still brings it back; a second fit embeds nothing again (cached by hash)."""
+    question = "Where is our stuff kept?"
+    msgs = planted_chat(50, at=2, latest=question)
+    plain = fitter(recall_share=0.1).fit_detailed(msgs, budget_tokens=900, tier="local")
+    assert "gs-kestrel-42" not in recall_block(plain.messages)  # BM25 alone misses it
+    embedder = TopicEmbedder()
+    f = fitter(recall_share=0.1, embedder=embedder, write=False)
+    fitted = f.fit_detailed(msgs, budget_tokens=900, tier="local")
+    assert "gs-kestrel-42" in recall_block(fitted.messages)
+    n = len(embedder.embedded)
+    f.fit_detailed(msgs, budget_tokens=900, tier="local")
+    assert n > 0 and len(embedder.embedded) == n
