@@ -149,6 +149,13 @@ class _ClientGone(Exception):
     """The client disconnected before the response started."""
 
 
+class _ShuttingDown(Exception):
+    """The server's graceful shutdown is about to run out: answers still running are cut."""
+
+
+_END: Any = object()
+
+
 async def _drain(agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter) -> None:
     async for chunk in agen:
         writer.feed(chunk)
@@ -257,6 +264,40 @@ class _Proxy:
         self.models.update({f"{MODEL_PREFIX}-{t}": t for t in chat.tiers})
         self._no_keys_until = 0.0
         self._has_keys = True
+        self._drained = asyncio.Event()
+
+    # ------------------------------------------------------------------ shutdown
+
+    def drain(self, within_s: float) -> None:
+        """Graceful shutdown began: answers still running in ``within_s`` seconds are cut
+        then, each with an error the client can read (SSE ``error`` event or a 503,
+        ``server_shutting_down``) and its usage row, before the server cancels them."""
+        asyncio.get_running_loop().call_later(max(within_s, 0.0), self._drained.set)
+
+    async def _next(self, agen: AsyncIterator[AIMessageChunk]) -> Any:
+        """The next chunk, ``_END``, or :class:`_ShuttingDown` when the drain time is up."""
+        if self._drained.is_set():
+            raise _ShuttingDown()
+        nxt = asyncio.ensure_future(agen.__anext__())
+        stop = asyncio.ensure_future(self._drained.wait())
+        try:
+            await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not nxt.done():  # shutting down, or this request was cancelled
+                nxt.cancel()
+                with contextlib.suppress(BaseException):
+                    await nxt
+        if nxt.cancelled():
+            raise _ShuttingDown()
+        try:
+            return nxt.result()
+        except StopAsyncIteration:
+            return _END
+
+    async def _collect(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter) -> None:
+        while (chunk := await self._next(agen)) is not _END:
+            writer.feed(chunk)
 
     # ------------------------------------------------------------------ auth
 
@@ -390,7 +431,7 @@ class _Proxy:
             headers.update(_route_header(route))
             return SSEResponse(self._events(agen, enc, first, call, request), headers=headers)
         try:
-            await _unless_gone(request, _drain(agen, writer))
+            await _unless_gone(request, self._collect(agen, writer))
         except BaseException as exc:
             mapped = self.map_error(exc, writer)
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
@@ -408,7 +449,7 @@ class _Proxy:
                             call: _Call) -> list[bytes]:
         """Pull chunks until one carries output (or the stream ends): the headers wait for
         it, so a request that no tier serves is still an ordinary error response."""
-        async for chunk in agen:
+        while (chunk := await self._next(agen)) is not _END:
             events = enc.chunk(chunk)
             if events:
                 call.ttft = time.perf_counter()
@@ -423,7 +464,7 @@ class _Proxy:
         try:
             for event in first:
                 yield event
-            async for chunk in agen:
+            while (chunk := await self._next(agen)) is not _END:
                 for event in enc.chunk(chunk):
                     yield event
             status = "ok"
@@ -435,6 +476,7 @@ class _Proxy:
             mapped = self.map_error(exc, writer)
             err = mapped if isinstance(mapped, APIError) else APIError(
                 500, describe(exc), code="internal_error")
+            error = err  # the row says what the client was told
             _log_error(request, err)
             for event in enc.error(err):
                 yield event
@@ -448,6 +490,10 @@ class _Proxy:
     def map_error(self, exc: BaseException, writer: ChunkWriter) -> BaseException:
         if isinstance(exc, APIError | asyncio.CancelledError):
             return exc
+        if isinstance(exc, _ShuttingDown):
+            return APIError(503, "the server is shutting down: this answer was cut when its "
+                                 "graceful shutdown time ran out; retry on another replica "
+                                 "or later", code="server_shutting_down")
         if isinstance(exc, _ClientGone):
             self.metrics.cancelled.inc()
             return APIError(499, "the client closed the request; generation was cancelled",
@@ -618,6 +664,7 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
     app = FastAPI(title="STREAM proxy", version="1", lifespan=lifespan,
                   description="OpenAI-compatible API over STREAM's tiers (local, HPC, cloud).")
     app.state.proxy = proxy
+    app.state.on_drain = proxy.drain  # called by serve()/ProxyServer when shutdown begins
 
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:

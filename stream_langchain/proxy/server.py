@@ -34,6 +34,19 @@ from stream_langchain.proxy.app import create_app
 __all__ = ["ProxyServer", "bind", "create_app", "serve"]
 
 
+class _Server(uvicorn.Server):
+    """uvicorn, telling the app (``app.state.on_drain``) when graceful shutdown begins and
+    how long running requests have, so it can end them itself, with an error and a usage
+    row, a moment before uvicorn would cancel them (which cuts a stream mid-event)."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        on_drain = getattr(getattr(self.config.app, "state", None), "on_drain", None)
+        if callable(on_drain):
+            timeout = float(self.config.timeout_graceful_shutdown or 0)
+            on_drain(max(timeout - min(1.0, timeout / 4), 0.0))
+        await super().shutdown(sockets)
+
+
 def _config(app: ASGIApp, *, graceful_timeout_s: float, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(app, lifespan="on", access_log=False, log_level=log_level,
                           timeout_graceful_shutdown=max(int(graceful_timeout_s), 1),
@@ -68,8 +81,8 @@ def serve(app: ASGIApp, *, host: str = "127.0.0.1", port: int = 8000,
     """Serve ``app`` in the foreground until SIGINT/SIGTERM, then shut down gracefully
     (on ``sock`` when given, from :func:`bind`; else on a socket bound here)."""
     sock = sock if sock is not None else _bind(host, port)
-    server = uvicorn.Server(_config(app, graceful_timeout_s=graceful_timeout_s,
-                                    log_level=log_level))
+    server = _Server(_config(app, graceful_timeout_s=graceful_timeout_s,
+                             log_level=log_level))
     try:
         server.run(sockets=[sock])
     finally:
@@ -90,8 +103,8 @@ class ProxyServer:
         self._sock = _bind(host, port)
         self.port = self._sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
-        self.server = uvicorn.Server(_config(app, graceful_timeout_s=graceful_timeout_s,
-                                             log_level=log_level))
+        self.server = _Server(_config(app, graceful_timeout_s=graceful_timeout_s,
+                                      log_level=log_level))
         self._thread = threading.Thread(target=self.server.run,
                                         kwargs={"sockets": [self._sock]},
                                         name="stream-proxy", daemon=True)

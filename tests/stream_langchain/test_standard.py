@@ -9,12 +9,13 @@ with the right arguments; of two questions that need no tool, one was answered i
 ("What is the capital of France?" with only a weather tool bound) got a needless weather call.
 So tool calling and tool choice are on and run here for real.
 
+Structured output is on: ``with_structured_output`` binds the schema as a forced tool call,
+which the local tier answers under a JSON-schema grammar, and the tier's own run is hidden
+from the caller's callback handlers, so the suite sees one ``on_chat_model_start`` per request
+(see tests/stream_langchain/test_usage_callbacks.py).
+
 Off, with the measured reason:
 
-- structured output: ``ChatLlamaCpp.with_structured_output`` works (a forced call; see
-  tests/stream_langchain/tiers/test_llama_tools.py), but through ChatStream the standard test
-  sees two ``on_chat_model_start`` events (the router's run and the tier model's child run)
-  where it expects one, a property of ChatStream's callback plumbing, not of the model;
 - JSON mode: ChatLlamaCpp offers no ``method="json_mode"``;
 - PDFs, audio, images inside tool messages: no tier here reads them.
 
@@ -95,7 +96,7 @@ class _Flags:
 
     has_tool_calling = True
     has_tool_choice = True
-    has_structured_output = False  # see the module docstring: a callback count, not the model
+    has_structured_output = True  # a forced tool call under a grammar (module docstring)
     # Not offered through with_structured_output(method="json_mode") by ChatLlamaCpp.
     supports_json_mode = False
     # Images: the vision tier (see the module docstring). PDFs, audio: no tier reads them.

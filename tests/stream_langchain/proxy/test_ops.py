@@ -100,8 +100,9 @@ def test_graceful_shutdown_lets_a_running_stream_finish(store: Store,
 
 def test_graceful_shutdown_deadline_cuts_long_streams(store: Store,
                                                       keys: dict[str, str]) -> None:
-    """A stream still running at the deadline is cancelled: no [DONE], the tier stops and
-    the usage row says aborted."""
+    """A stream still running near the deadline is ended by the app itself: an SSE error
+    event ``server_shutting_down`` (no [DONE], no cut mid-event), the tier stops, and the
+    usage row says error with that code and the tokens generated so far."""
     model = ScriptedModel(script=[" x"] * 2000, delay=0.01)  # 20 s: far past the deadline
     server = ProxyServer(create_app(make_chat(model), store=store), graceful_timeout_s=1)
     server.start()
@@ -112,11 +113,15 @@ def test_graceful_shutdown_deadline_cuts_long_streams(store: Store,
         it = r.iter_lines()
         lines.append(next(it))
         threading.Thread(target=server.stop).start()
-        with pytest.raises(httpx.HTTPError):
-            lines.extend(it)
+        lines.extend(it)  # the server ends the stream: no transport error
     assert "data: [DONE]" not in lines
+    assert "event: error" in lines
+    error = json.loads(lines[lines.index("event: error") + 1].removeprefix("data: "))
+    assert error["error"]["code"] == "server_shutting_down"
     wait_for(lambda: len(store.rows()) == 1)
-    assert store.rows()[0]["status"] == "aborted"
+    row = store.rows()[0]
+    assert row["status"] == "error" and row["error"].startswith("503 server_shutting_down")
+    assert row["output_tokens"] > 0
     wait_for(lambda: model.stopped)  # cancelled: it generates nothing more
     assert model.generated < 2000
 
