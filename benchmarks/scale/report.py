@@ -32,10 +32,10 @@ def readme_rows(results_dir: Path) -> list[Row]:
         Row(claim="HPC failover before the first token (loopback relays, thread-pool "
                   "endpoints, paced backend): added TTFT when the first relay refuses, when it "
                   "hangs, and when the first endpoint never starts the task",
-            figure=f"relay refused +{fo['relay_failover']['added_ttft_p50_ms']:.1f} ms; relay "
-                   f"hung +{fo['relay_hung_failover']['added_ttft_p50_ms']:.0f} ms "
+            figure=f"relay refused {fo['relay_failover']['added_ttft_p50_ms']:+.1f} ms; relay "
+                   f"hung {fo['relay_hung_failover']['added_ttft_p50_ms']:+.0f} ms "
                    f"(relay_open_timeout {fo['relay_hung_failover']['relay_open_timeout_s']} "
-                   f"s); endpoint +{fo['endpoint_failover']['added_ttft_p50_ms']:.0f} ms "
+                   f"s); endpoint {fo['endpoint_failover']['added_ttft_p50_ms']:+.0f} ms "
                    f"(queue_timeout {fo['endpoint_failover']['queue_timeout_s']} s); every "
                    f"request streamed (p50 TTFT healthy {fo['healthy']['p50_ms']:.1f} ms)",
             reproduce="same", sources=(path,)),
