@@ -21,11 +21,16 @@ def readme_rows(results_dir: Path) -> list[Row]:
     """Fact recall per arm, kept local as routed, added latency and the background work."""
     path = results_dir / "summarize.json"
     data = load_results(path)
+    if "config" not in data or "routing" not in data:
+        return [Row(claim="Long conversations (results file from before the current benchmark)",
+                    figure="not measured yet: run the command",
+                    reproduce="`python -m benchmarks.summarize`", sources=(path,))]
     cfg, rec, route = data["config"], data["recall"], data["routing"]
     lat, bg = data["latency_ms"], data["background_summarizer"]
     convs = data["conversations"]
     turns = [c["turns"] for c in convs]
-    work = (f"{cfg['conversations']} generated conversations of {min(turns)}-{max(turns)} "
+    partial = "" if data.get("complete") else " (partial run)"
+    work = (f"{cfg['conversations']}{partial} generated conversations of {min(turns)}-{max(turns)} "
             f"turns, {rec['full_history']['facts']} facts stated by the user, asked "
             f"in other words as the last turn; {cfg['model']}, local window "
             f"{cfg['local_window']}")
