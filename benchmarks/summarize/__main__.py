@@ -26,13 +26,16 @@ Between turns the replay lets the background summary finish, as a user's typing 
 
 Run: ``python -m benchmarks.summarize`` (``--quick``: one short conversation, the bundled Gemma
 270M and a scripted summarizer, to check the benchmark runs). Writes
-``benchmarks/summarize/results/summarize.{json,png}``.
+``benchmarks/summarize/results/summarize.{json,png}``. On a shared machine the conversations
+can run in parallel processes (``--seed S --conversations N --out DIR`` each), combined by
+``--merge DIR1/summarize.json DIR2/summarize.json ...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -180,7 +183,7 @@ def models(quick: bool) -> dict[str, Any]:
             "budget": fitted._budget_tokens("local"), "writer": type(writer).__name__}
 
 
-def summarize(convs: list[dict[str, Any]], mem: MemoryFitter, wait_s: float) -> dict[str, Any]:
+def summarize(convs: list[dict[str, Any]], wait_s: float) -> dict[str, Any]:
     """Rates, routing counts, latency and background-summarizer figures over all runs."""
     rows = [r for c in convs for r in c["probes"]]
     n = len(rows)
@@ -193,7 +196,7 @@ def summarize(convs: list[dict[str, Any]], mem: MemoryFitter, wait_s: float) -> 
     without = collections.Counter(r["full_history"]["tier"] for r in rows)
     turns = [t for c in convs for t in c["replay"]]
     fit_ms = [t["fit_ms"] for t in turns]
-    bg = [e for e in mem.log if "ms" in e]
+    bg = [e for c in convs for e in c["background"] if "ms" in e]
     bg_ms = [e["ms"] for e in bg]
     old_ms = [c["probes"][0]["summarizing_fitter"]["fit_ms"] for c in convs if c["probes"]]
     return {
@@ -269,8 +272,14 @@ def main() -> None:
     ap.add_argument("--conversations", type=int, default=5)
     ap.add_argument("--facts", type=int, default=8)
     ap.add_argument("--seed", type=int, default=2026, help="first conversation's seed")
+    ap.add_argument("--merge", type=Path, nargs="+", default=None,
+                    help="combine the conversations of these results files (runs of other "
+                         "seeds, e.g. in parallel) into one results file; runs no model")
     args = ap.parse_args()
     out = results_dir(args, OUT)
+    if args.merge:
+        merge(args.merge, out)
+        return
     n_convs, n_facts = (1, 2) if args.quick else (args.conversations, args.facts)
     m = models(args.quick)
     budget = m["budget"]
@@ -279,10 +288,12 @@ def main() -> None:
         conv = generate(args.seed + i, facts=n_facts,
                         **({"min_turns": 30, "max_turns": 30} if args.quick else {}))
         t0 = time.perf_counter()
+        logged = len(m["mem"].log)
         rows = replay(conv, m["mem"], budget)
         probes = probe(conv, m, budget)
         convs.append({"seed": conv.seed, "turns": len(conv.turns), "replay": rows,
-                      "probes": probes, "seconds": round(time.perf_counter() - t0, 1)})
+                      "probes": probes, "background": m["mem"].log[logged:],
+                      "seconds": round(time.perf_counter() - t0, 1)})
         ok = {a: sum(p[a]["ok"] for p in probes) for a in ARMS}
         print(f"conversation {i + 1}/{n_convs} (seed {conv.seed}, {len(conv.turns)} turns): "
               f"{ok} of {len(probes)}", flush=True)
@@ -290,10 +301,34 @@ def main() -> None:
     print(f"wrote {path}")
 
 
+def merge(paths: list[Path], out: Path) -> None:
+    """One results file from several runs of the same configuration (their commands kept)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    cfgs = [{k: v for k, v in r["config"].items() if k not in ("conversations", "first_seed")}
+            for r in runs]
+    if any(c != cfgs[0] for c in cfgs) or not all(r.get("complete") for r in runs):
+        raise SystemExit("merge: runs differ in configuration or are incomplete")
+    convs = sorted((c for r in runs for c in r["conversations"]), key=lambda c: c["seed"])
+    report = summarize(convs, runs[0]["config"]["wait_s"])
+    data = {"benchmark": "summarize", "quick": any(r["quick"] for r in runs), "complete": True,
+            "config": {**runs[0]["config"], "conversations": len(convs),
+                       "first_seed": convs[0]["seed"]},
+            "runs": [{"command": r["meta"]["command"], "commit": r["meta"]["commit"],
+                      "load_before": r["meta"]["load_before"],
+                      "load_after": r["meta"]["load_after"],
+                      "seeds": [c["seed"] for c in r["conversations"]]} for r in runs],
+            **report, "conversations": convs}
+    path = write_results(out / "summarize.json", data)
+    plot(report, convs, out / "summarize.png")
+    print(f"recall {report['recall']}\nrouting {report['routing']}\n"
+          f"latency {report['latency_ms']}\nbackground {report['background_summarizer']}\n"
+          f"wrote {path}")
+
+
 def write(out: Path, args: argparse.Namespace, m: dict[str, Any], convs: list[dict[str, Any]],
           n_facts: int, *, done: bool) -> Path:
     """The results so far (after every conversation, so a long run leaves a partial file)."""
-    report = summarize(convs, m["mem"], m["mem"].wait_s)
+    report = summarize(convs, m["mem"].wait_s)
     data = {
         "benchmark": "summarize",
         "quick": args.quick,
