@@ -277,7 +277,7 @@ class RequestRun:
             "complexity": self.complexity.value,
             "judge": self.judgement.judge,
             "judge_ms": round(self.judgement.ms, 3),
-            "fallbacks": len(self.fallbacks),
+            "fallbacks": list(self.fallbacks),  # as in the record: {"tier", "error"} each
         }
 
     def record(self, tier: str) -> dict[str, Any]:

@@ -322,8 +322,10 @@ class ChatStream(BaseChatModel):
 
     @classmethod
     def embedded(cls, **overrides: Any) -> ChatStream:
-        """The offline default: the bundled Gemma 3 270M in-process as the local tier (and the
-        embedded HPC stack when available). No network, no keys.
+        """The offline default: Qwen2.5-Coder-0.5B-Instruct in-process (llama.cpp) as the local
+        tier, and the embedded HPC stack (Qwen2.5-Coder-1.5B-Instruct behind a loopback relay)
+        when its parts are installed. No network, no keys (see
+        :mod:`stream_langchain.tiers.embedded`).
 
         Example:
             >>> llm = ChatStream.embedded(hpc=None)

@@ -105,6 +105,7 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = ProxyConfig(
         limits=Limits(rpm=args.rpm, tpm=args.tpm, max_concurrent=args.concurrency),
+        metrics_key=args.metrics_key,
         messages=MessageLimits(max_messages=args.max_messages,
                                max_message_chars=args.max_message_chars),
         max_body_bytes=args.max_body_bytes, auth=args.auth, redis_url=_redis_url(args))
@@ -201,7 +202,8 @@ def _cmd_keys_revoke(args: argparse.Namespace) -> int:
     if not done:
         print(f"stream: error: no active key with id {args.key_id!r}", file=sys.stderr)
         return 1
-    print(f"revoked {args.key_id}")
+    print(f"revoked {args.key_id} (proxies sharing Redis refuse it at once; others within "
+          "their key cache time, 5 s by default)")
     return 0
 
 
@@ -294,7 +296,11 @@ def add_proxy_commands(sub: Any) -> None:
                        "circuit breakers (default: settings [shared] redis_url; none: "
                        "per-process)")
     proxy.add_argument("--graceful-timeout", type=float, default=30.0,
-                       help="seconds running streams get to finish at shutdown")
+                       help="seconds running streams get to finish at shutdown (then they "
+                       "end with an error event server_shutting_down)")
+    proxy.add_argument("--metrics-key", action="store_true",
+                       help="GET /metrics asks for an API key (default: open, no identities "
+                       "or content in it)")
     proxy.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     proxy.set_defaults(func=_cmd_proxy)

@@ -95,11 +95,18 @@ class ProxyConfig:
     conversation."""
     # Timeouts
     key_cache_s: float = 5.0
-    """How long a verified key is trusted without reading the database."""
+    """How long a verified key is trusted without reading the database: a key revoked with
+    ``stream keys revoke`` (another process, writing the database) still works on a running
+    proxy for up to this long. Revoking through ``POST /v1/admin/keys/{id}/revoke``, or with
+    Redis shared state (``redis_url``), takes effect at once."""
     # Authentication
     auth: tuple[str, ...] = ("keys",)
     """Who may call: ``keys`` (STREAM API keys), ``globus`` (Globus Auth tokens, with a
     :class:`~stream_langchain.proxy.globus.GlobusAuth` given to :func:`create_app`), or both."""
+    metrics_key: bool = False
+    """``GET /metrics`` asks for an API key (any valid one) instead of being open; it is
+    open by default so a Prometheus scraper on a private network needs nothing, and it shows
+    counts and latencies per model and tier, never identities, keys or content."""
     # Shared state
     redis_url: str | None = None
     """Redis shared by replicas (limits, key revocation, circuit breakers; see
@@ -711,8 +718,10 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         return out
 
     @app.get("/metrics")
-    async def metrics() -> Response:
-        """Prometheus metrics."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (a key is required only with ``ProxyConfig.metrics_key``)."""
+        if proxy.config.metrics_key:
+            await proxy.authenticate(request)
         return Response(generate_latest(proxy.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")

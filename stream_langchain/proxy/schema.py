@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -142,9 +143,16 @@ def validate_body(body: bytes, model: type[_Body]) -> _Body:
                        code="invalid_value") from None
 
 
+_UNION_TAG = re.compile(r"^(str|int|float|bool|none|list|dict|tuple)\b|[\[\]-]")
+"""Parts of a pydantic error location that name a union member, not a field (``stop: 5``
+fails as ``("stop", "str")`` and ``("stop", "list[str]")``: the parameter is ``stop``)."""
+
+
 def _param_of(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
+        if isinstance(part, str) and out and _UNION_TAG.search(part):
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

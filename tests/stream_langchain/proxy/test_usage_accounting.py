@@ -4,6 +4,7 @@ a prompt no tier can take is a 400 ``context_length_exceeded`` the SDK does not 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from stream_langchain.proxy import Limits, ProxyConfig, Store
 from stream_langchain.proxy.limits import Limiter
 
-from .conftest import ScriptedModel, ServeFn, make_chat, wait_for
+from .conftest import WORDS, ScriptedModel, ServeFn, make_chat, wait_for
 
 PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8"
        "z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
@@ -120,3 +121,40 @@ def test_settle_replaces_the_reservation() -> None:
     now[0] = 61.0  # both entries left the window
     q.settle(40)
     assert lim.headers("a")["x-ratelimit-remaining-tokens"] == "60"
+
+
+def test_stream_route_header_lists_fallbacks(serve: ServeFn, keys: dict[str, str]) -> None:
+    """The streaming x-stream-route header has ``fallbacks`` as the record has it: a list
+    of ``{"tier", "error"}``, not a count."""
+    dead = ScriptedModel(script=WORDS, fail_after=0)
+    server = serve(make_chat(dead, hpc=ScriptedModel(script=WORDS)))
+    with httpx.stream("POST", server.url + "/v1/chat/completions",
+                      headers={"authorization": f"Bearer {keys['user']}"},
+                      json={"model": "stream", "stream": True,
+                            "messages": [{"role": "user", "content": "hi"}]}) as r:
+        route = json.loads(r.headers["x-stream-route"])
+        r.read()
+    assert route["tier"] == "hpc"
+    assert route["fallbacks"] == [{"tier": "local",
+                                   "error": "ConnectionResetError: backend connection reset"}]
+
+
+def test_metrics_open_by_default_and_keyed_on_request(serve: ServeFn,
+                                                      keys: dict[str, str]) -> None:
+    """/metrics answers without a key by default; with metrics_key it needs a valid one."""
+    open_server = serve(make_chat())
+    assert httpx.get(open_server.url + "/metrics").status_code == 200
+    keyed = serve(make_chat(), ProxyConfig(metrics_key=True))
+    assert httpx.get(keyed.url + "/metrics").status_code == 401
+    ok = httpx.get(keyed.url + "/metrics", headers={"authorization": f"Bearer {keys['user']}"})
+    assert ok.status_code == 200 and "stream_" in ok.text
+
+
+def test_union_parameter_error_names_the_parameter(serve: ServeFn, keys: dict[str, str]) -> None:
+    """``stop: 5`` is reported as param ``stop`` (not pydantic's ``stop.str``)."""
+    server = serve(make_chat())
+    r = httpx.post(server.url + "/v1/chat/completions",
+                   headers={"authorization": f"Bearer {keys['user']}"},
+                   json={"model": "stream", "stop": 5,
+                         "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 422 and r.json()["error"]["param"] == "stop"
