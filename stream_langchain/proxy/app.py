@@ -1,8 +1,10 @@
 """The OpenAI-compatible HTTP app over a ChatStream (FastAPI).
 
 Routes: ``GET /v1/models``, ``POST /v1/chat/completions`` (streaming and not),
-``POST /v1/responses`` (:mod:`.responses`), ``GET /v1/admin/usage`` (admin keys),
-``GET /health``, ``GET /metrics``.
+``POST /v1/responses`` (:mod:`.responses`), ``GET /v1/admin/usage`` and
+``POST /v1/admin/keys/{key_id}/revoke`` (admin keys), ``GET /health``, ``GET /metrics``.
+With ``ProxyConfig.redis_url`` limits, revocation and breakers are shared by replicas
+(:mod:`.shared`).
 
 One request: authenticate (Bearer key) -> bounded body -> validate (:mod:`.schema`) -> model
 to tier -> rate limits (:mod:`.limits`) -> ``ChatStream.astream`` -> the chunks out as SSE or
@@ -17,8 +19,8 @@ Example:
     >>> chat = ChatStream(local=GenericFakeChatModel(messages=iter(["hi"])),
     ...                   judge=KeywordJudge())
     >>> app = create_app(chat, store=Store("sqlite://"))
-    >>> sorted(r.path for r in app.routes if r.path.startswith("/v1"))[:2]
-    ['/v1/admin/usage', '/v1/chat/completions']
+    >>> sorted(r.path for r in app.routes if r.path.startswith("/v1/chat"))
+    ['/v1/chat/completions']
 """
 
 from __future__ import annotations
