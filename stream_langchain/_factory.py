@@ -198,9 +198,10 @@ def from_settings(
 ) -> ModelT:
     """``ChatStream`` from settings; ``overrides`` win over what the settings build."""
     s = source if isinstance(source, Settings) else Settings.load(source, env=env)
-    local = overrides.pop("local") if "local" in overrides else build_local(s)
+    local = (overrides.pop("local") if "local" in overrides
+             else build_local(s) if s.local.enabled else None)
     probe = overrides.pop("ollama_probe", None) or build_ollama_probe(s)
-    if is_ollama(local) and getattr(local, "num_ctx", None) is None:
+    if local is not None and is_ollama(local) and getattr(local, "num_ctx", None) is None:
         local = _learn_num_ctx(local, probe)
     kwargs: dict[str, Any] = {
         "local": local,
@@ -221,7 +222,7 @@ def from_settings(
     sections: dict[str, LocalSettings | HPCSettings | CloudSettings] = {
         "local": s.local, "hpc": s.hpc, "cloud": s.cloud}
     # With Ollama this is the ceiling: ChatStream caps it at the trained length it learns.
-    windows: dict[str, int] = {"local": s.local.context_window}
+    windows: dict[str, int] = {"local": s.local.context_window} if local is not None else {}
     kwargs["ollama_probe"] = probe
     capabilities: dict[str, dict[str, Any]] = {}
     for tier in ("hpc", "cloud"):

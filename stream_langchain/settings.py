@@ -7,7 +7,8 @@ A settings file looks like this (every section and key is optional)::
     allow_cloud = true
     high_threshold = 0.0        # escalate to HIGH only when P(HIGH) >= this (0 = off)
 
-    [local]
+    [local]                     # a file with [hpc] or [cloud] and no [local] has no local tier
+    enabled = true              # false: no local tier
     provider = "ollama"         # ollama | llamacpp (the bundled model, in-process)
     model = "llama3.2:3b"
     base_url = "http://localhost:11434"
@@ -128,6 +129,10 @@ class StreamSection(_Section):
 
 
 class LocalSettings(_Section):
+    enabled: bool = True
+    """``False``: no local tier. A settings file that configures ``[hpc]`` or ``[cloud]``
+    and has no ``[local]`` section gets none either (no default Ollama at localhost for
+    every LOW query to try first)."""
     provider: Literal["ollama", "llamacpp"] = "ollama"
     model: str = "llama3.2:3b"
     base_url: str = "http://localhost:11434"
@@ -393,6 +398,8 @@ class Settings(_Section):
             except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
                 raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from exc
         _apply_env(data, environ)
+        if origin is not None and "local" not in data and ("hpc" in data or "cloud" in data):
+            data["local"] = {"enabled": False}  # a settings file that leaves it out
         try:
             return cls.model_validate({**data, "source": origin})
         except ValidationError as exc:
