@@ -306,16 +306,17 @@ def merge(paths: list[Path], out: Path) -> None:
     runs = [json.loads(p.read_text()) for p in paths]
     cfgs = [{k: v for k, v in r["config"].items() if k not in ("conversations", "first_seed")}
             for r in runs]
-    if any(c != cfgs[0] for c in cfgs) or not all(r.get("complete") for r in runs):
-        raise SystemExit("merge: runs differ in configuration or are incomplete")
+    if any(c != cfgs[0] for c in cfgs):
+        raise SystemExit("merge: runs differ in configuration")
     convs = sorted((c for r in runs for c in r["conversations"]), key=lambda c: c["seed"])
     report = summarize(convs, runs[0]["config"]["wait_s"])
-    data = {"benchmark": "summarize", "quick": any(r["quick"] for r in runs), "complete": True,
+    data = {"benchmark": "summarize", "quick": any(r["quick"] for r in runs),
+            "complete": all(r.get("complete") for r in runs),
             "config": {**runs[0]["config"], "conversations": len(convs),
                        "first_seed": convs[0]["seed"]},
             "runs": [{"command": r["meta"]["command"], "commit": r["meta"]["commit"],
                       "load_before": r["meta"]["load_before"],
-                      "load_after": r["meta"]["load_after"],
+                      "load_after": r["meta"]["load_after"], "complete": r.get("complete"),
                       "seeds": [c["seed"] for c in r["conversations"]]} for r in runs],
             **report, "conversations": convs}
     path = write_results(out / "summarize.json", data)
