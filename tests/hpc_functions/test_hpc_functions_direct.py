@@ -179,3 +179,27 @@ def test_batch_answers_are_not_cut_by_the_stream_idle_timeout(llama_server: Llam
         )
     )
     assert out["ok"] and out["completion_tokens"] >= 1
+
+
+@pytest.mark.slow
+def test_stream_chat_forwards_the_backends_prompt_tokens(
+    hpc_relay: tuple[str, str], llama_server: LlamaServer
+) -> None:
+    """The node asks the backend for usage in the stream and forwards it: the prompt tokens
+    are the backend's own count of the templated prompt (the same request, non-streamed),
+    not zero, and the end frame carries them too."""
+    import httpx
+
+    request = _request(llama_server.base_url, max_tokens=6)
+    info, consumer = _channel(hpc_relay)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        fut = pool.submit(stream_chat, request, info)
+        with consumer:
+            payloads = list(consumer)
+        summary = fut.result(timeout=60)
+    body = {k: v for k, v in request.items() if not k.startswith("backend_")}
+    counted = httpx.post(llama_server.base_url + "/chat/completions", timeout=120,
+                         json={**body, "max_tokens": 1}).json()["usage"]["prompt_tokens"]
+    assert summary["prompt_tokens"] == counted > 0
+    assert payloads[-1]["usage"]["prompt_tokens"] == counted == consumer.usage["prompt_tokens"]
+    assert 0 < summary["completion_tokens"] <= 6
