@@ -139,6 +139,78 @@ async def requests_through_app(url: str, n: int, tmp: Path) -> dict[str, Any]:
     return out
 
 
+async def _load(urls: list[str], key: str, body: dict[str, Any], n: int,
+                clients: int) -> tuple[float, int]:
+    """``n`` requests from ``clients`` concurrent clients, round-robin over ``urls``."""
+    import httpx
+
+    todo = iter(range(n))
+    errors = 0
+
+    async def client(c: int) -> None:
+        nonlocal errors
+        async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"},
+                                     timeout=60) as h:
+            for i in todo:
+                r = await h.post(urls[(i + c) % len(urls)] + "/v1/chat/completions", json=body)
+                errors += r.status_code != 200
+    t = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(clients)))
+    return time.perf_counter() - t, errors
+
+
+def throughput(url: str, n: int, clients: int, tmp: Path) -> dict[str, Any]:
+    """Requests/s of one vs two replica processes sharing Redis (and one without Redis),
+    ``clients`` concurrent clients spread round-robin over the replicas."""
+    import subprocess
+
+    import httpx
+
+    from stream_langchain.proxy import KeyRing, Store
+    from stream_langchain.tiers.llama_server import free_port
+
+    db = f"sqlite:///{tmp / 'replicas.db'}"
+    store = Store(db)
+    key = KeyRing(store).create("bench")[0]
+    store.close()
+    body = {"model": "stream-local", "messages": [{"role": "user", "content": "hi"}]}
+    out: dict[str, Any] = {"clients": clients, "requests": n}
+    for name, count, redis_url in (("one_no_redis", 1, None), ("one", 1, url),
+                                   ("two", 2, url)):
+        ports = [free_port() for _ in range(count)]
+        procs = [subprocess.Popen(  # noqa: S603 - our own module
+            [sys.executable, "-m", "benchmarks.scale._replica", "--port", str(p), "--db", db,
+             *(["--redis", redis_url] if redis_url else [])], cwd=HERE.parent.parent)
+            for p in ports]
+        urls = [f"http://127.0.0.1:{p}" for p in ports]
+        try:
+            for u in urls:
+                deadline = time.monotonic() + 120
+                while True:
+                    try:
+                        if httpx.get(u + "/health").status_code == 200:
+                            break
+                    except httpx.TransportError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"replica {u} did not start")
+                    time.sleep(0.1)
+
+            asyncio.run(_load(urls, key, body, n, clients))  # warm-up (connections, scripts)
+            wall, errors = asyncio.run(_load(urls, key, body, n, clients))
+            out[name] = {"replicas": count, "redis": redis_url is not None,
+                         "requests_per_s": round(n / wall, 1), "errors": errors}
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(30)
+    (tmp / "replicas.db").unlink(missing_ok=True)
+    out["two_over_one"] = round(out["two"]["requests_per_s"] / out["one"]["requests_per_s"], 2)
+    out["cores"] = os.cpu_count()
+    return out
+
+
 def _ttft(llm: Any) -> tuple[float, dict[str, Any]]:
     t = time.perf_counter()
     first = None
@@ -221,11 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     r.flushdb()
     r.close()
     out_dir = results_dir(args, HERE / "results")
-    n_lim, n_req, n_fail = (200, 100, 5) if args.quick else (3000, 1000, 30)
+    n_lim, n_req, n_fail, n_tp = (200, 100, 5, 100) if args.quick else (3000, 1000, 30, 2000)
     report = {
         "limits": asyncio.run(limits(args.redis, n_lim)),
         "requests": asyncio.run(requests_through_app(args.redis, n_req, out_dir)),
         "failover": failover(n_fail),
+        "throughput": throughput(args.redis, n_tp, 8, out_dir),
     }
     (out_dir / "scale.db").unlink(missing_ok=True)
     path = write_results(out_dir / "scale.json", report)
@@ -237,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"requests: in-process p50 {req['in_process']['p50_ms']} ms, redis p50 "
           f"{req['redis']['p50_ms']} ms (added p50 {req['added_p50_ms']}, p95 "
           f"{req['added_p95_ms']} ms)")
+    tp = report["throughput"]
+    print(f"throughput ({tp['clients']} clients): one replica {tp['one']['requests_per_s']}/s, "
+          f"two {tp['two']['requests_per_s']}/s (x{tp['two_over_one']}); one without Redis "
+          f"{tp['one_no_redis']['requests_per_s']}/s")
     print(f"failover: relay refused +{fo['relay_failover']['added_ttft_p50_ms']} ms, relay "
           f"hung +{fo['relay_hung_failover']['added_ttft_p50_ms']} ms, endpoint "
           f"+{fo['endpoint_failover']['added_ttft_p50_ms']} ms TTFT at p50")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from benchmarks._common import Row, load_results
 
@@ -10,7 +11,8 @@ __all__ = ["readme_rows"]
 
 
 def readme_rows(results_dir: Path) -> list[Row]:
-    """Redis-backed limits' added latency; relay and endpoint failover's added TTFT."""
+    """Redis-backed limits' added latency; relay and endpoint failover's added TTFT; one vs
+    two replicas' requests/s."""
     path = results_dir / "scale.json"
     data = load_results(path)
     lim, req, fo = data["limits"], data["requests"], data["failover"]
@@ -39,4 +41,20 @@ def readme_rows(results_dir: Path) -> list[Row]:
                    f"(queue_timeout {fo['endpoint_failover']['queue_timeout_s']} s); every "
                    f"request streamed (p50 TTFT healthy {fo['healthy']['p50_ms']:.1f} ms)",
             reproduce="same", sources=(path,)),
+        *_throughput_rows(data, path),
     ]
+
+
+def _throughput_rows(data: dict[str, Any], path: Path) -> list[Row]:
+    tp = data.get("throughput")
+    if tp is None:
+        return []
+    return [Row(
+        claim=f"proxy throughput on this machine ({tp['cores']} cores): replica processes over "
+              f"an instant tier, {tp['clients']} concurrent clients, {tp['requests']} "
+              "non-streamed requests",
+        figure=f"one replica without Redis {tp['one_no_redis']['requests_per_s']:.0f}/s; with "
+               f"Redis one {tp['one']['requests_per_s']:.0f}/s, two "
+               f"{tp['two']['requests_per_s']:.0f}/s (x{tp['two_over_one']:.2f}); errors "
+               f"{tp['one_no_redis']['errors'] + tp['one']['errors'] + tp['two']['errors']}",
+        reproduce="same", sources=(path,))]
