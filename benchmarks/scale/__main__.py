@@ -205,7 +205,8 @@ def throughput(url: str, n: int, clients: int, tmp: Path) -> dict[str, Any]:
                 p.terminate()
             for p in procs:
                 p.wait(30)
-    (tmp / "replicas.db").unlink(missing_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        (tmp / f"replicas.db{suffix}").unlink(missing_ok=True)
     out["two_over_one"] = round(out["two"]["requests_per_s"] / out["one"]["requests_per_s"], 2)
     out["cores"] = os.cpu_count()
     return out
