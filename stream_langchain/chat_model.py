@@ -433,6 +433,26 @@ class ChatStream(BaseChatModel):
         """
         return self.bind(tools=list(tools), tool_choice=tool_choice, **kwargs)
 
+    def with_structured_output(
+        self, schema: dict[str, Any] | type, *, include_raw: bool = False,
+        method: str = "function_calling", strict: bool | None = None, **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, dict[str, Any] | Any]:
+        """Answers parsed into ``schema``: ``method="function_calling"`` (default) binds it as a
+        forced tool call; ``"json_schema"`` sends it as the OpenAI ``response_format`` (the
+        in-process llama.cpp tier answers under a JSON-schema grammar) and parses the text;
+        ``"json_mode"`` asks only for a JSON object."""
+        if method in ("json_schema", "json_mode"):
+            from stream_langchain._structured import json_schema_output
+
+            if kwargs:
+                raise ValueError(f"unsupported arguments: {sorted(kwargs)}")
+            return json_schema_output(self, schema, include_raw=include_raw, strict=strict,
+                                      json_mode=method == "json_mode")
+        if method != "function_calling":
+            raise ValueError("method must be 'function_calling', 'json_schema' or "
+                             f"'json_mode', not {method!r}")
+        return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+
     # ------------------------------------------------------------------ config -> kwargs
 
     @staticmethod

@@ -47,7 +47,9 @@ class Reporting(BaseChatModel):
 
     def _chunks(self, kwargs: dict[str, Any]) -> Iterator[ChatGenerationChunk]:
         tools = kwargs.get("tools")
-        if tools:
+        if kwargs.get("response_format"):
+            yield ChatGenerationChunk(message=AIMessageChunk(content='{"answer": "hi"}'))
+        elif tools:
             name = tools[0]["function"]["name"]
             yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[{
                 "type": "tool_call_chunk", "name": name, "args": json.dumps({"answer": "hi"}),
@@ -168,6 +170,21 @@ def test_with_structured_output_is_counted_once() -> None:
     assert (counter.starts, counter.tokens) == (1, IN + OUT)
 
 
+def test_json_schema_structured_output_is_counted_once() -> None:
+    """method="json_schema": the schema reaches the tier as response_format, the text is
+    parsed; one start, usage once."""
+    counter = Counting()
+    with get_usage_metadata_callback() as cb:
+        out = _chat().with_structured_output(Answer, method="json_schema").invoke(
+            "hi", config={"callbacks": [counter]})
+        raw = _chat().with_structured_output(Answer.model_json_schema(), method="json_schema",
+                                             include_raw=True).invoke("hi")
+    assert out == Answer(answer="hi")
+    assert raw["parsed"] == {"answer": "hi"} and raw["parsing_error"] is None
+    assert _totals(cb) == (2 * IN, 2 * OUT)
+    assert (counter.starts, counter.tokens) == (1, IN + OUT)
+
+
 def test_inside_a_chain_the_tier_run_stays_hidden() -> None:
     """In an LCEL chain the tier's own run does not reach the chain's handlers either."""
     counter = Counting()
@@ -194,3 +211,21 @@ def test_real_llama_tier_usage_counted_once_and_exact() -> None:
     assert _totals(cb) == (record["usage"]["input_tokens"], record["usage"]["output_tokens"])
     assert record["usage"]["input_tokens"] > text_only
     assert not record.get("usage_estimated")
+
+
+@pytest.mark.slow
+def test_real_llama_tier_json_schema_structured_output() -> None:
+    """On the embedded 0.5B, method="json_schema" answers under the schema's grammar: a valid
+    object, one start, the callback's usage equal to llama.cpp's count."""
+    from stream_langchain.tiers.llamacpp import ChatLlamaCpp
+
+    counter = Counting()
+    chat = ChatStream(local=ChatLlamaCpp(max_tokens=48, temperature=0.0),
+                      judge=FixedJudge("LOW"))
+    with get_usage_metadata_callback() as cb:
+        raw = chat.with_structured_output(Answer, method="json_schema", include_raw=True
+                                          ).invoke("Say hi.", config={"callbacks": [counter]})
+    assert isinstance(raw["parsed"], Answer), raw
+    usage = raw["raw"].response_metadata["stream"]["usage"]
+    assert counter.starts == 1
+    assert _totals(cb) == (usage["input_tokens"], usage["output_tokens"])
