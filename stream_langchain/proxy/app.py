@@ -63,7 +63,7 @@ from stream_langchain.proxy.schema import (
 )
 from stream_langchain.proxy.shared import SharedLimiter, SharedState
 from stream_langchain.proxy.sse import SSEResponse, sse_data, sse_error
-from stream_langchain.proxy.usage import Store, UsageRow
+from stream_langchain.proxy.usage import Store, UsageRow, cost_avoided
 from stream_langchain.routing import CapabilityError
 
 if TYPE_CHECKING:
@@ -766,15 +766,22 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
 
     @app.get("/v1/admin/usage")
     async def admin_usage(request: Request, identity: str | None = None,
-                          since: float = 0.0) -> JSONResponse:
-        """Usage per identity and tier (admin keys only)."""
+                          since: float = 0.0, by: str = "identity") -> JSONResponse:
+        """Usage per identity and tier (``by=tier``: per tier), with errors, aborted and,
+        when the cloud tier's price is configured, ``cost_avoided_usd`` (admin keys only)."""
         ident = await proxy.authenticate(request)
         if not ident.admin:
             who = (f"Globus identity {ident.name!r}" if ident.source == "globus"
                    else f"key {ident.key_id!r}")
             raise APIError(403, f"{who} has no admin rights", code="admin_required")
+        if by not in ("identity", "tier"):
+            raise APIError(400, "by must be identity or tier", param="by", code="invalid_value")
         await asyncio.to_thread(store.flush)
-        rows = await asyncio.to_thread(store.summary, identity=identity, since=since)
+        rows = await asyncio.to_thread(store.summary, identity=identity, since=since, by=by)
+        price = chat.prices.get(model_name(chat.cloud)) if chat.cloud is not None else None
+        if price is not None:
+            rows = cost_avoided(rows, input_usd_per_m=float(price.get("input", 0.0)),
+                                output_usd_per_m=float(price.get("output", 0.0)))
         return JSONResponse({"object": "list", "data": rows})
 
     app.add_middleware(AccessLog, metrics=proxy.metrics)

@@ -158,3 +158,20 @@ def test_union_parameter_error_names_the_parameter(serve: ServeFn, keys: dict[st
                    json={"model": "stream", "stop": 5,
                          "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 422 and r.json()["error"]["param"] == "stop"
+
+
+def test_admin_usage_by_tier_with_cost_avoided(serve: ServeFn, keys: dict[str, str],
+                                               store: Store) -> None:
+    """GET /v1/admin/usage?by=tier: per tier, with what the local tier's tokens would have
+    cost on the configured cloud model (prices from the ChatStream's settings)."""
+    chat = make_chat(ScriptedModel(script=WORDS), cloud=ScriptedModel(script=WORDS, name_="gpt-x"),
+                     prices={"gpt-x": {"input": 1.0, "output": 2.0}})
+    server = serve(chat)
+    _client(server, keys["user"]).chat.completions.create(
+        model="stream-local", messages=[{"role": "user", "content": "hi"}])
+    wait_for(lambda: len(store.rows()) == 1)
+    r = httpx.get(server.url + "/v1/admin/usage", params={"by": "tier"},
+                  headers={"authorization": f"Bearer {keys['admin']}"})
+    (row,) = r.json()["data"]
+    assert row["tier"] == "local" and "identity" not in row
+    assert row["cost_avoided_usd"] == pytest.approx((11 * 1.0 + 6 * 2.0) / 1e6)
