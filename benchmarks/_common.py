@@ -113,7 +113,7 @@ def machine_meta() -> dict[str, Any]:
     return {
         "commit": _git("rev-parse", "HEAD") or None,
         "dirty": bool(dirty),
-        "dirty_paths": [line[3:] for line in dirty[:20]],
+        "dirty_paths": [line.split(maxsplit=1)[-1] for line in dirty[:20]],
         "cpu": _cpu(),
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
