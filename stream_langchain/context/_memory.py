@@ -85,7 +85,7 @@ _FIRST = "Conversation:\n{span}\n\nWrite the notes."
 
 _ID = re.compile(
     r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"            # e-mail addresses
-    r"|\b\w*\d[\w,./:-]*\w|\b\d\b"             # anything with a digit: 42,000  318  gs-ml-2
+    r"|\b[\w.-]*\d(?:[\w,./:-]*\w)?"          # anything with a digit: 42,000  318  gs-ml-2
     r"|\b[A-Z][A-Za-z0-9]*[A-Z][\w-]*"         # BLUEFIN, PostgreSQL, McKay
     r"|(?<![.!?]\s)(?<!^)\b[A-Z][a-z]{2,}(?:[ -][A-Z][a-z]+)*"  # names inside a sentence
 )

@@ -40,12 +40,25 @@ B = 0.75
 
 
 def _stem(word: str) -> str:
-    """A light suffix stripper (plural, -ing, -ed), enough to match 'deadlines' to 'deadline'."""
+    """A light suffix stripper (plural, -ing, -ed, then a final -e), so that the forms of
+    one word meet: 'deadline' and 'deadlines' -> 'deadlin', 'move' and 'moved' -> 'mov'.
+
+    Example:
+        >>> [_stem(w) for w in ("deadline", "deadlines", "move", "moved", "moving",
+        ...                     "class", "classes", "dates", "date")]
+        ['deadlin', 'deadlin', 'mov', 'mov', 'mov', 'class', 'class', 'dat', 'dat']
+    """
     if word.isdigit() or len(word) <= 3:
         return word
-    for suffix, keep in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
+    for suffix, keep in (("sses", "ss"), ("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""),
+                         ("s", "")):
+        if suffix == "s" and word.endswith("ss"):
+            break
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            return word[: -len(suffix)] + keep
+            word = word[: -len(suffix)] + keep
+            break
+    if word.endswith("e") and len(word) > 3:
+        word = word[:-1]
     return word
 
 
@@ -55,7 +68,7 @@ def terms(text: str) -> list[str]:
 
     Example:
         >>> terms("Our bucket is gs-ml-2, the deadlines moved.")
-        ['bucket', 'gs-ml-2', 'gs', 'ml', '2', 'deadline', 'moved']
+        ['bucket', 'gs-ml-2', 'gs', 'ml', '2', 'deadlin', 'mov']
     """
     out: list[str] = []
     for word in _WORD.findall(text.lower()):
