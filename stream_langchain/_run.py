@@ -149,14 +149,27 @@ async def atier_stream(model: Runnable[Any, Any], messages: list[BaseMessage],
         except StopAsyncIteration:
             return _END
 
+    task: asyncio.Task[Any] | None = None
     try:
         while True:
-            chunk = await asyncio.create_task(step(), context=ctx)
+            task = asyncio.create_task(step(), context=ctx)
+            chunk = await task
             if chunk is _END:
                 return
             yield chunk
     finally:
-        await asyncio.create_task(chunks.aclose(), context=ctx)  # type: ignore[attr-defined]
+        if task is not None and not task.done():
+            # The caller was cancelled while a step ran: the step is still inside the
+            # generator until its own cancellation lands; closing before that would find
+            # the generator running ("aclose(): asynchronous generator is already running").
+            task.cancel()
+            await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved: the caller's cancellation is what propagates
+        # Abandoned streams are closed by the loop's async-generator finalizer, which may
+        # already be closing the tier's stream: closing it again would raise.
+        if not getattr(chunks, "ag_running", False):
+            await asyncio.create_task(chunks.aclose(), context=ctx)  # type: ignore[attr-defined]
 
 
 def _has_output(msg: AIMessageChunk) -> bool:

@@ -4,6 +4,7 @@ reported, over invoke, stream, batch, async and with_structured_output."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
@@ -16,7 +17,7 @@ from langchain_core.callbacks import (
     get_usage_metadata_callback,
 )
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult, LLMResult
 from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -229,3 +230,49 @@ def test_real_llama_tier_json_schema_structured_output() -> None:
     usage = raw["raw"].response_metadata["stream"]["usage"]
     assert counter.starts == 1
     assert _totals(cb) == (usage["input_tokens"], usage["output_tokens"])
+
+
+class Slow(BaseChatModel):
+    """Streams one chunk, then waits until cancelled; records whether its stream was closed."""
+
+    closed: bool = False
+
+    @property
+    def _llm_type(self) -> str:
+        return "slow"
+
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        raise NotImplementedError
+
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: Any = None, **kwargs: Any
+                       ) -> AsyncIterator[ChatGenerationChunk]:
+        try:
+            yield ChatGenerationChunk(message=AIMessageChunk(content="a"))
+            await asyncio.Event().wait()
+            yield ChatGenerationChunk(message=AIMessageChunk(content="never"))
+        finally:
+            self.closed = True
+
+
+async def test_cancelling_a_hidden_tier_stream_closes_it_cleanly() -> None:
+    """A caller cancelled while the tier's step runs (a client disconnecting) closes the
+    tier's stream, with no 'asynchronous generator is already running' error."""
+    from stream_langchain._run import atier_stream
+
+    model = Slow()
+    errors: list[dict[str, Any]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda _loop, c: errors.append(c))
+    first = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in atier_stream(model, [HumanMessage("hi")]):
+            first.set()
+
+    task = asyncio.create_task(consume())
+    await first.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert model.closed and errors == []
