@@ -218,7 +218,39 @@ def _render(message: BaseMessage, limit_chars: int) -> str:
     return f"{role}: {text}"
 
 
-class SummarizingFitter:
+class _DetailedFitter:
+    """What both fitters share: per-tier counters, and ``fit`` / ``afit`` (the
+    :class:`~stream_langchain.context.ContextFitter` protocol) over ``fit_detailed``."""
+
+    counters: dict[str, TokenCounter]
+    _fallback: TokenCounter
+
+    def fit_detailed(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
+                     tier: str) -> Fitted:
+        raise NotImplementedError
+
+    async def afit_detailed(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
+                            tier: str) -> Fitted:
+        raise NotImplementedError
+
+    def counter(self, tier: str) -> TokenCounter:
+        """The token counter used for ``tier``."""
+        return self.counters.get(tier, self._fallback)
+
+    def fit(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
+            tier: str) -> tuple[list[BaseMessage], bool]:
+        """:class:`~stream_langchain.context.ContextFitter`'s form of :meth:`fit_detailed`."""
+        fitted = self.fit_detailed(messages, budget_tokens=budget_tokens, tier=tier)
+        return fitted.messages, fitted.changed
+
+    async def afit(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
+                   tier: str) -> tuple[list[BaseMessage], bool]:
+        """Async form of :meth:`fit`."""
+        fitted = await self.afit_detailed(messages, budget_tokens=budget_tokens, tier=tier)
+        return fitted.messages, fitted.changed
+
+
+class SummarizingFitter(_DetailedFitter):
     """A :class:`~stream_langchain.context.ContextFitter` that summarizes older turns.
 
     Args:
@@ -310,22 +342,6 @@ class SummarizingFitter:
         self._namespace = f"{self.model_name}|{summary_tokens}|{_INSTRUCTIONS}"
 
     # ------------------------------------------------------------------ public
-
-    def counter(self, tier: str) -> TokenCounter:
-        """The token counter used for ``tier``."""
-        return self.counters.get(tier, self._fallback)
-
-    def fit(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
-            tier: str) -> tuple[list[BaseMessage], bool]:
-        """:class:`~stream_langchain.context.ContextFitter`'s form of :meth:`fit_detailed`."""
-        fitted = self.fit_detailed(messages, budget_tokens=budget_tokens, tier=tier)
-        return fitted.messages, fitted.changed
-
-    async def afit(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
-                   tier: str) -> tuple[list[BaseMessage], bool]:
-        """Async form of :meth:`fit`."""
-        fitted = await self.afit_detailed(messages, budget_tokens=budget_tokens, tier=tier)
-        return fitted.messages, fitted.changed
 
     def estimate(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
                  tier: str) -> int:

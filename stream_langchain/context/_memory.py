@@ -55,6 +55,7 @@ from stream_langchain.context._fitter import (
     SUMMARIZER_KEY,
     SUMMARY_HEADER,
     Fitted,
+    _DetailedFitter,
     _leading_system,
     _limited,
     _name,
@@ -160,7 +161,7 @@ class _Job:
     previous: str | None
 
 
-class MemoryFitter:
+class MemoryFitter(_DetailedFitter):
     """A :class:`~stream_langchain.context.ContextFitter` that fills the budget, recalls
     evicted turns and summarizes in the background (see the module docs).
 
@@ -255,22 +256,6 @@ class MemoryFitter:
         ``error`` (the benchmark reports the background work from it)."""
 
     # ------------------------------------------------------------------ public
-
-    def counter(self, tier: str) -> TokenCounter:
-        """The token counter used for ``tier``."""
-        return self.counters.get(tier, self._fallback)
-
-    def fit(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
-            tier: str) -> tuple[list[BaseMessage], bool]:
-        """:class:`~stream_langchain.context.ContextFitter`'s form of :meth:`fit_detailed`."""
-        fitted = self.fit_detailed(messages, budget_tokens=budget_tokens, tier=tier)
-        return fitted.messages, fitted.changed
-
-    async def afit(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
-                   tier: str) -> tuple[list[BaseMessage], bool]:
-        """Async form of :meth:`fit`."""
-        fitted = await self.afit_detailed(messages, budget_tokens=budget_tokens, tier=tier)
-        return fitted.messages, fitted.changed
 
     def estimate(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
                  tier: str) -> int:
