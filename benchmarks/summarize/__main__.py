@@ -104,6 +104,39 @@ def replay(conv: Conversation, fitter: MemoryFitter, budget: int) -> list[dict[s
     return rows
 
 
+def _first_token_ms(model: Any, msgs: list[BaseMessage]) -> float:
+    t0 = time.perf_counter()
+    for _ in model.stream(msgs):
+        break
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def contention(conv: Conversation, m: dict[str, Any], budget: int) -> dict[str, Any]:
+    """An answer that arrives while a summary is being written on the same in-process model:
+    its time to first token, against the same question on an idle model (the summarizer
+    yields between tokens; a question that arrives during the summary's prompt prefill waits
+    for the rest of it)."""
+    local, fitter = m["local"], m["fresh_fitter"]
+    question = [SystemMessage(SYSTEM), HumanMessage(conv.facts[0].question)]
+    _first_token_ms(local, [SystemMessage(SYSTEM), HumanMessage("Hello.")])  # cold prefix
+    idle = _first_token_ms(local, question)
+    msgs = [*turn_messages(conv, len(conv.turns) - 1, conv.turns[-1][0]),
+            AIMessage(conv.turns[-1][1])]
+    before = fitter.preempted
+    if not fitter.prepare(msgs, budget_tokens=budget, tier="local"):
+        return {"skipped": "no summary to write"}
+    deadline = time.monotonic() + 60.0
+    while not local._lock.locked() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(2.0)  # the summary is past its prefill, generating
+    busy = _first_token_ms(local, question)
+    fitter.wait_idle()
+    return {"idle_first_token_ms": round(idle, 1), "busy_first_token_ms": round(busy, 1),
+            "ratio": round(busy / idle, 2) if idle else None,
+            "preempted": fitter.preempted - before,
+            "summary_ms": [e.get("ms") for e in fitter.log[-3:]]}
+
+
 def _ask(model: Any, msgs: list[BaseMessage]) -> str:
     return str(model.invoke(msgs).content)
 
@@ -175,11 +208,12 @@ def models(quick: bool) -> dict[str, Any]:
                                 summary_tokens=SUMMARY_TOKENS)
     old = SummarizingFitter(writer, counters=counters, timeout_s=900.0,
                             summary_tokens=SUMMARY_TOKENS)
+    fresh = MemoryFitter(writer, counters=counters, summary_tokens=SUMMARY_TOKENS)
     judge = KeywordJudge()
     plain = ChatStream(local=local, hpc=big, judge=judge, summarize=False)
     fitted = ChatStream(local=local, hpc=big, judge=judge, summarizer=probe_fitter)
     return {"local": local, "big": big, "mem": mem, "probe_fitter": probe_fitter, "old": old,
-            "plain": plain, "fitted": fitted,
+            "plain": plain, "fitted": fitted, "fresh_fitter": fresh,
             "budget": fitted._budget_tokens("local"), "writer": type(writer).__name__}
 
 
@@ -232,11 +266,23 @@ def summarize(convs: list[dict[str, Any]], wait_s: float) -> dict[str, Any]:
             "total_s": round(sum(bg_ms) / 1000.0, 1),
             "supplemented_quotes": sum(e.get("supplemented", 0) for e in bg),
         },
+        "answer_during_summary": _contention(convs),
         "previous_fitter_blocking_ms": {
             "first_probe_per_conversation": old_ms,
             "max": max(old_ms) if old_ms else None,
         },
     }
+
+
+def _contention(convs: list[dict[str, Any]]) -> dict[str, Any]:
+    got = [c["contention"] for c in convs if "busy_first_token_ms" in c.get("contention", {})]
+    if not got:
+        return {"runs": 0}
+    return {"runs": len(got),
+            "idle_first_token_ms_p50": round(pct([g["idle_first_token_ms"] for g in got], 0.5), 1),
+            "busy_first_token_ms_p50": round(pct([g["busy_first_token_ms"] for g in got], 0.5), 1),
+            "busy_first_token_ms_max": max(g["busy_first_token_ms"] for g in got),
+            "preempted": sum(g["preempted"] for g in got)}
 
 
 def plot(report: dict[str, Any], convs: list[dict[str, Any]], path: Path) -> None:
@@ -291,8 +337,10 @@ def main() -> None:
         logged = len(m["mem"].log)
         rows = replay(conv, m["mem"], budget)
         probes = probe(conv, m, budget)
+        busy = contention(conv, m, budget) if not args.quick else {"skipped": "quick"}
         convs.append({"seed": conv.seed, "turns": len(conv.turns), "replay": rows,
-                      "probes": probes, "background": m["mem"].log[logged:],
+                      "probes": probes, "contention": busy,
+                      "background": m["mem"].log[logged:],
                       "seconds": round(time.perf_counter() - t0, 1)})
         ok = {a: sum(p[a]["ok"] for p in probes) for a in ARMS}
         print(f"conversation {i + 1}/{n_convs} (seed {conv.seed}, {len(conv.turns)} turns): "

@@ -57,4 +57,19 @@ def readme_rows(results_dir: Path) -> list[Row]:
                    f"off the request path; the previous fitter blocked a turn up to "
                    f"{blocked or 0:.0f} ms",
             reproduce="`python -m benchmarks.summarize`", sources=(path,)),
+        *_contention_rows(data, path),
     ]
+
+
+def _contention_rows(data: dict[str, Any], path: Path) -> list[Row]:
+    busy = data.get("answer_during_summary") or {}
+    if not busy.get("runs"):
+        return []
+    return [Row(claim="An answer that arrives while a summary is being written on the same "
+                      "in-process model (time to first token; the summary yields between "
+                      "tokens)",
+                figure=f"p50 {busy['busy_first_token_ms_p50']:.0f} ms (max "
+                       f"{busy['busy_first_token_ms_max']:.0f}) vs "
+                       f"{busy['idle_first_token_ms_p50']:.0f} ms on an idle model; "
+                       f"{busy['preempted']} summaries yielded over {busy['runs']} runs",
+                reproduce="`python -m benchmarks.summarize`", sources=(path,))]

@@ -42,6 +42,8 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 
+from stream_langchain._priority import Preempted
+from stream_langchain._priority import background as background_work
 from stream_langchain.context._cache import LRUSummaryCache, SummaryCache, canonical
 from stream_langchain.context._count import (
     IMAGE_TOKENS,
@@ -251,6 +253,8 @@ class MemoryFitter(_DetailedFitter):
         self._jobs: dict[str, concurrent.futures.Future[None]] = {}
         self._lock = threading.Lock()
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self.preempted = 0
+        """Summarizer calls that yielded to an answer and were started again."""
         self.log: list[dict[str, Any]] = []
         """One entry per summarizer call: ``ms``, ``input_tokens``, ``supplemented``,
         ``error`` (the benchmark reports the background work from it)."""
@@ -595,14 +599,23 @@ class MemoryFitter(_DetailedFitter):
         self.breaker.record_success(SUMMARIZER_KEY)
 
     def _call(self, prompt: list[BaseMessage]) -> str | BaseException:
+        """The summarizer's answer, or why there is none. The call runs as background work:
+        on an in-process model it yields to a waiting answer (:class:`Preempted`) and is
+        started again once that answer is done, at most ``_PREEMPTIONS`` times; each attempt
+        has ``timeout_s``."""
         pool = _calls()
-        future = pool.submit(self._summarizer.invoke, prompt)
-        try:
-            return str(future.result(timeout=self.timeout_s).content)
-        except concurrent.futures.TimeoutError:
-            return TimeoutError(f"summarizer took longer than {self.timeout_s:g} s")
-        except Exception as exc:
-            return exc
+        for _ in range(_PREEMPTIONS):
+            future = pool.submit(_in_background, self._summarizer.invoke, prompt)
+            try:
+                return str(future.result(timeout=self.timeout_s).content)
+            except Preempted:
+                self.preempted += 1
+                continue
+            except concurrent.futures.TimeoutError:
+                return TimeoutError(f"summarizer took longer than {self.timeout_s:g} s")
+            except Exception as exc:
+                return exc
+        return Preempted(f"summarizer yielded to answers {_PREEMPTIONS} times in a row")
 
     def _prompt(self, span: list[BaseMessage], previous: str | None) -> list[BaseMessage]:
         lines = [_render(m, self.chunk_tokens * 3) for m in span
@@ -651,6 +664,12 @@ class MemoryFitter(_DetailedFitter):
 
 
 _CALLS: list[concurrent.futures.ThreadPoolExecutor] = []
+_PREEMPTIONS = 8
+
+
+def _in_background(call: Callable[[list[BaseMessage]], Any], prompt: list[BaseMessage]) -> Any:
+    with background_work():
+        return call(prompt)
 
 
 def _calls() -> concurrent.futures.ThreadPoolExecutor:

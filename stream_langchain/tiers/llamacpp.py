@@ -36,6 +36,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import to_openai_messages
+from stream_langchain._priority import ModelLock, Preempted, is_background
 from stream_langchain.tiers._llama_cpu import (
     check_loaded,
     extra_bufts_default,
@@ -55,14 +56,16 @@ from stream_langchain.tiers.models import DEFAULT_LOCAL_MODEL, default_chat_form
 __all__ = ["ChatLlamaCpp", "answer_schema", "bundled_model_path", "default_chat_format",
            "load_llama"]
 
-_MODELS: dict[tuple[Any, ...], tuple[Any, threading.Lock]] = {}
+_MODELS: dict[tuple[Any, ...], tuple[Any, ModelLock]] = {}
 _MODELS_LOCK = threading.Lock()
 
 
 def load_llama(
     model_path: str, *, extra_bufts: bool | None = None, **kwargs: Any
-) -> tuple[Any, threading.Lock]:
-    """A shared ``llama_cpp.Llama`` for ``(model_path, kwargs)`` and the lock that guards it.
+) -> tuple[Any, ModelLock]:
+    """A shared ``llama_cpp.Llama`` for ``(model_path, kwargs)`` and the lock that guards it
+    (a :class:`~stream_langchain._priority.ModelLock`: answers go before background
+    summaries).
 
     Each distinct configuration is loaded once per process and closed at exit (before the
     interpreter tears down the modules llama.cpp's destructor needs). llama.cpp's extra
@@ -94,9 +97,32 @@ def load_llama(
             except RuntimeError:
                 llm.close()
                 raise
-            hit = (llm, threading.Lock())
+            hit = (llm, ModelLock())
+            llm.eval = _preemptible(llm.eval, hit[1])  # type: ignore[method-assign,assignment]
             _MODELS[key] = hit
         return hit
+
+
+_BACKGROUND_BATCH = 64
+
+
+def _preemptible(evaluate: Callable[[Sequence[int]], None],
+                 lock: ModelLock) -> Callable[[Sequence[int]], None]:
+    """``Llama.eval`` that, for background work, feeds the prompt in small batches and stops
+    between them (:class:`Preempted`) once an answer waits for ``lock``: a summary yields
+    during its prompt prefill too, not only between generated tokens. Each batch leaves the
+    model's state consistent (the tokens so far are evaluated and kept as a cached prefix)."""
+
+    def eval_tokens(tokens: Sequence[int]) -> None:
+        if not is_background():
+            evaluate(tokens)
+            return
+        for i in range(0, len(tokens), _BACKGROUND_BATCH):
+            if lock.contended:
+                raise Preempted("background prompt evaluation yielded to a waiting request")
+            evaluate(tokens[i:i + _BACKGROUND_BATCH])
+
+    return eval_tokens
 
 
 def _default_model_path() -> str:
@@ -301,12 +327,17 @@ class ChatLlamaCpp(BaseChatModel):
             params["grammar"] = _grammar(answer)
         # Usage as llama.cpp counts it: the prompt after the chat template, the tokens it
         # generated (a streamed llama.cpp completion reports no usage of its own).
+        low = is_background()
         with self._lock, metered(self._llm) as meter:
             stream = self._llm.create_chat_completion(
                 messages=oa_messages, stream=True, stop=stop or None, **params
             )
             finish: str | None = None
             for part in stream:
+                if low and self._lock.contended:
+                    stream.close()
+                    raise Preempted(f"{self.model_name}: background generation yielded to "
+                                    "a waiting request")
                 choice = part["choices"][0]
                 text = choice.get("delta", {}).get("content") or ""
                 finish = choice.get("finish_reason") or finish
