@@ -8,21 +8,33 @@ Example:
 
 from __future__ import annotations
 
-from stream_langchain._run import AllTiersFailed, TierFailure, model_name
+from stream_langchain._run import model_name
 from stream_langchain.chat_model import ChatStream
+from stream_langchain.errors import (
+    AllTiersFailed,
+    CapabilityError,
+    HPCError,
+    ImageFileError,
+    JudgeError,
+    LlamaServerError,
+    ModelError,
+    OllamaError,
+    SettingsError,
+    StreamError,
+    TierFailure,
+    UnsupportedFeature,
+)
 from stream_langchain.judges import (
     CachedJudge,
     CascadeJudge,
     Complexity,
     FallbackJudge,
     Judge,
-    JudgeError,
     Judgement,
     KeywordJudge,
     LLMJudge,
 )
-from stream_langchain.routing import CapabilityError
-from stream_langchain.settings import Settings, SettingsError
+from stream_langchain.settings import Settings
 
 __all__ = [
     "AllTiersFailed",
@@ -32,13 +44,20 @@ __all__ = [
     "ChatStream",
     "Complexity",
     "FallbackJudge",
+    "HPCError",
+    "ImageFileError",
     "Judge",
     "JudgeError",
     "Judgement",
     "KeywordJudge",
     "LLMJudge",
+    "LlamaServerError",
+    "ModelError",
+    "OllamaError",
     "Settings",
     "SettingsError",
+    "StreamError",
     "TierFailure",
+    "UnsupportedFeature",
     "model_name",
 ]

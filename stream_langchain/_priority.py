@@ -28,14 +28,12 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from stream_langchain.errors import Preempted
+
 __all__ = ["ModelLock", "Preempted", "background", "is_background"]
 
 _BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("stream_background",
                                                                   default=False)
-
-
-class Preempted(RuntimeError):
-    """Background generation stopped so a waiting foreground request could run."""
 
 
 @contextlib.contextmanager

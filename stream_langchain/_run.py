@@ -20,66 +20,12 @@ from langchain_core.runnables import Runnable
 
 from stream_langchain._messages import continuation
 from stream_langchain.context import Fitted
+from stream_langchain.errors import AllTiersFailed, TierFailure, describe
 from stream_langchain.judges import Complexity, Judgement
 from stream_langchain.routing import RoutePlan
 
 __all__ = ["AllTiersFailed", "RequestRun", "TierFailure", "atier_stream", "model_name",
            "tier_stream"]
-
-
-class TierFailure(RuntimeError):
-    """One tier failed; carries the tier name and the cause."""
-
-    def __init__(self, tier: str, cause: BaseException) -> None:
-        self.tier = tier
-        self.cause = cause
-        super().__init__(f"{tier}: {describe(cause)}")
-
-
-class AllTiersFailed(RuntimeError):
-    """No tier could answer. ``errors`` lists ``{"tier", "error"}`` for every tier tried;
-    ``skipped`` lists the tiers not tried and why."""
-
-    def __init__(self, errors: list[dict[str, str]], skipped: list[dict[str, str]]) -> None:
-        self.errors = errors
-        self.skipped = skipped
-        if errors:
-            msg = "all tiers failed: " + "; ".join(f"{e['tier']}: {e['error']}" for e in errors)
-        else:
-            msg = "no tier available"
-        if skipped:
-            msg += " (not tried: " + "; ".join(f"{s['tier']}: {s['reason']}" for s in skipped)
-            msg += ")"
-        super().__init__(msg)
-
-
-def _one(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    name = type(exc).__name__
-    return f"{name}: {text[:300]}" if text else name
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: message`` for an exception, one line, bounded, with its root cause.
-
-    Example:
-        >>> try:
-        ...     try:
-        ...         raise ConnectionRefusedError(111, "refused")
-        ...     except OSError as e:
-        ...         raise RuntimeError("Connection error.") from e
-        ... except RuntimeError as e:
-        ...     print(describe(e))
-        RuntimeError: Connection error. (cause: ConnectionRefusedError: [Errno 111] refused)
-    """
-    root = exc
-    seen = {id(exc)}
-    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
-        seen.add(id(nxt))
-        root = nxt
-    if root is exc:
-        return _one(exc)
-    return f"{_one(exc)} (cause: {_one(root)})"
 
 
 def model_name(model: BaseChatModel) -> str:
@@ -201,6 +147,7 @@ class RequestRun:
         self.allow_failover = failover
         self.partial: list[str] = []
         self.fallbacks: list[dict[str, str]] = []
+        self.causes: list[BaseException] = []
         self.failover = False
         self.tiers_used: list[str] = []
         self.ttft_ms: float | None = None
@@ -271,6 +218,7 @@ class RequestRun:
     def on_error(self, tier: str, exc: BaseException) -> None:
         """Record a tier's failure; raise if the answer cannot continue elsewhere."""
         self.fallbacks.append({"tier": tier, "error": describe(exc)})
+        self.causes.append(exc)
         if self._tier_output:
             if not self.allow_failover:
                 raise TierFailure(tier, exc) from exc
@@ -341,4 +289,5 @@ class RequestRun:
         )
 
     def all_failed(self) -> AllTiersFailed:
-        return AllTiersFailed(list(self.fallbacks), list(self.plan.skipped))
+        return AllTiersFailed(list(self.fallbacks), list(self.plan.skipped),
+                              causes=list(self.causes))

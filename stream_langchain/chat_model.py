@@ -48,6 +48,7 @@ from stream_langchain.context import (
     model_counter,
     prepare_with,
 )
+from stream_langchain.errors import UnsupportedFeature
 from stream_langchain.judges import Complexity, Judge, Judgement, default_judge
 from stream_langchain.ollama import OllamaProbe, OllamaTier, is_ollama
 from stream_langchain.routing import (
@@ -557,9 +558,8 @@ class ChatStream(BaseChatModel):
             try:
                 model = base.bind_tools(tools, **extra)
             except NotImplementedError as exc:
-                raise NotImplementedError(
-                    f"{type(base).__name__} ({model_name(base)}) does not support tool calling"
-                ) from exc
+                raise UnsupportedFeature(f"{type(base).__name__} ({model_name(base)})",
+                                         "tool calling") from exc
         forward = {k: v for k, v in kwargs.items() if k not in _ROUTER_KWARGS}
         return model, forward
 

@@ -49,6 +49,7 @@ import httpx
 from langchain_core.language_models import BaseChatModel
 
 from stream_langchain.capabilities import Capabilities
+from stream_langchain.errors import OllamaError, OllamaModelMissing, OllamaNotRunning, OllamaTimeout
 
 __all__ = [
     "DEFAULT_HOST",
@@ -72,35 +73,6 @@ DEFAULT_NUM_CTX = 4096
 _KEEP_ALIVE_S = 300.0  # Ollama keeps a model loaded 5 minutes after its last request
 _DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-class OllamaError(RuntimeError):
-    """The Ollama tier cannot answer; the message says what to do."""
-
-    def __init__(self, message: str, base_url: str, model: str) -> None:
-        super().__init__(message)
-        self.base_url = base_url
-        self.model = model
-
-
-class OllamaNotRunning(OllamaError):
-    """Nothing answers at the Ollama address."""
-
-    def __init__(self, base_url: str, model: str) -> None:
-        super().__init__(f"Ollama is not running at {base_url} (start it with "
-                         "`ollama serve`)", base_url, model)
-
-
-class OllamaModelMissing(OllamaError):
-    """Ollama runs but does not have the model."""
-
-    def __init__(self, base_url: str, model: str) -> None:
-        super().__init__(f"model {model} is not pulled (run `ollama pull {model}`)",
-                         base_url, model)
-
-
-class OllamaTimeout(OllamaError):
-    """Ollama accepted the request but sent nothing within the first-token timeout."""
 
 
 def is_ollama(model: object) -> bool:

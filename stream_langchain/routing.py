@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Literal, cast
 
 from stream_langchain.capabilities import Capabilities, Needs
+from stream_langchain.errors import CapabilityError
 from stream_langchain.judges import Complexity
 
 __all__ = [
@@ -224,20 +225,6 @@ class CloudBudget:
     @property
     def exhausted(self) -> bool:
         return self.spent_usd >= self.limit_usd
-
-
-class CapabilityError(ValueError):
-    """No configured tier can serve the request: it needs a capability (``capability``, for
-    example ``"image input"``) that every tier lacks or is not allowed to use. Raised before
-    any tier is called; ``skipped`` says why each tier was passed over."""
-
-    def __init__(self, capability: str, skipped: list[dict[str, str]],
-                 detail: str = "") -> None:
-        self.capability = capability
-        self.skipped = skipped
-        why = "; ".join(f"{s['tier']}: {s['reason']}" for s in skipped)
-        msg = f"no tier can serve this request: it needs {capability}{detail}"
-        super().__init__(msg + (f" ({why})" if why else ""))
 
 
 def _capability_filter(

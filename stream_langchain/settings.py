@@ -90,6 +90,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from stream_langchain.errors import SettingsError
+
 __all__ = [
     "BudgetSettings",
     "CloudSettings",
@@ -105,10 +107,6 @@ __all__ = [
     "StreamSection",
     "default_config_path",
 ]
-
-
-class SettingsError(ValueError):
-    """The configuration is invalid; the message names the file and the offending key."""
 
 
 class _Section(BaseModel):

