@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage, BaseMessageChunk
@@ -22,6 +22,14 @@ from stream_langchain._messages import continuation
 from stream_langchain.context import Fitted
 from stream_langchain.errors import AllTiersFailed, TierFailure, describe
 from stream_langchain.judges import Complexity, Judgement
+from stream_langchain.record import (
+    HINT_KEY,
+    RECORD_KEY,
+    TIER_METADATA_KEYS,
+    Fallback,
+    RouteHint,
+    RouteRecord,
+)
 from stream_langchain.routing import RoutePlan
 
 __all__ = ["AllTiersFailed", "RequestRun", "TierFailure", "atier_stream", "model_name",
@@ -146,7 +154,7 @@ class RequestRun:
         self.started = started
         self.allow_failover = failover
         self.partial: list[str] = []
-        self.fallbacks: list[dict[str, str]] = []
+        self.fallbacks: list[Fallback] = []
         self.causes: list[BaseException] = []
         self.failover = False
         self.tiers_used: list[str] = []
@@ -154,7 +162,9 @@ class RequestRun:
         self.summarized = False
         self.fitted: Fitted | None = None
         self.usage = {"input_tokens": 0, "output_tokens": 0}
-        self.extra: dict[str, Any] = {}
+        self.needs: dict[str, Any] | None = None
+        self.tier_metadata: dict[str, Any] = {}
+        self.usage_estimated = False
         self._tier_output = False
         self._announced = False
 
@@ -205,11 +215,12 @@ class RequestRun:
             # The first output chunk says where the answer comes from, so a UI can show it
             # before the last chunk's full record arrives.
             self._announced = True
-            meta["stream_route"] = self.route_hint(tier)
-        for key in ("hpc_mode", "hpc_fallback_reason", "hpc_queue_ms", "hpc_backend_ttft_ms",
-                    "hpc_relay", "hpc_endpoint", "hpc_failovers", "usage_estimated"):
+            meta[HINT_KEY] = self.route_hint(tier)
+        for key in TIER_METADATA_KEYS:
             if key in meta:
-                self.extra[key] = meta[key]
+                self.tier_metadata[key] = meta[key]
+        if meta.get("usage_estimated"):
+            self.usage_estimated = True
         update: dict[str, Any] = {"id": None, "response_metadata": meta}
         if getattr(message, "chunk_position", None):
             update["chunk_position"] = None
@@ -217,7 +228,7 @@ class RequestRun:
 
     def on_error(self, tier: str, exc: BaseException) -> None:
         """Record a tier's failure; raise if the answer cannot continue elsewhere."""
-        self.fallbacks.append({"tier": tier, "error": describe(exc)})
+        self.fallbacks.append(Fallback(tier=tier, error=describe(exc)))
         self.causes.append(exc)
         if self._tier_output:
             if not self.allow_failover:
@@ -232,62 +243,53 @@ class RequestRun:
 
     def route_hint(self, tier: str) -> dict[str, Any]:
         """The decision as known at the first token: tier, model, complexity, judge."""
-        return {
-            "tier": tier,
-            "model": model_name(self.models[tier]),
-            "complexity": self.complexity.value,
-            "judge": self.judgement.judge,
-            "judge_ms": round(self.judgement.ms, 3),
-            "fallbacks": list(self.fallbacks),  # as in the record: {"tier", "error"} each
-        }
+        return RouteHint(tier=tier, model=model_name(self.models[tier]),
+                         complexity=self.complexity.value, judge=self.judgement.judge,
+                         judge_ms=round(self.judgement.ms, 3),
+                         fallbacks=list(self.fallbacks)).to_dict()
 
-    def record(self, tier: str) -> dict[str, Any]:
-        """The routing record (``response_metadata["stream"]``)."""
+    def record(self, tier: str) -> RouteRecord:
+        """The routing record (``response_metadata["stream"]``) as known now."""
         j = self.judgement
-        rec: dict[str, Any] = {
-            "tier": tier,
-            "model": model_name(self.models[tier]),
-            "complexity": self.complexity.value,
-            "judged_complexity": j.complexity.value,
-            "confidence": round(j.confidence, 4),
-            "judge": j.judge,
-            "judge_ms": round(j.ms, 3),
-            "judge_cached": j.cached,
-            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 3),
-            "total_ms": round((time.perf_counter() - self.started) * 1000.0, 3),
-            "summarized": self.summarized,
-            "context_tokens": self.context_tokens,
-            "context_tokens_before": self.context_tokens,
-            "context_tokens_after": self.context_tokens,
-            "summary_cached": False,
-            "summarizer_ms": None,
-            "summarizer": None,
-            "fallback_truncated": False,
-            "summary_pending": False,
-            "recalled_turns": 0,
-            "fallbacks": list(self.fallbacks),
-            "failover": self.failover,
-            "tiers": list(self.tiers_used) or [tier],
-            "skipped": list(self.plan.skipped),
-            "override": self.plan.override,
-        }
+        rec = RouteRecord(
+            tier=tier,
+            model=model_name(self.models[tier]),
+            complexity=self.complexity.value,
+            judged_complexity=j.complexity.value,
+            confidence=round(j.confidence, 4),
+            judge=j.judge,
+            judge_ms=round(j.ms, 3),
+            judge_cached=j.cached,
+            ttft_ms=None if self.ttft_ms is None else round(self.ttft_ms, 3),
+            total_ms=round((time.perf_counter() - self.started) * 1000.0, 3),
+            summarized=self.summarized,
+            context_tokens=self.context_tokens,
+            context_tokens_before=self.context_tokens,
+            context_tokens_after=self.context_tokens,
+            fallbacks=list(self.fallbacks),
+            failover=self.failover,
+            tiers=list(self.tiers_used) or [tier],
+            skipped=list(self.plan.skipped),  # type: ignore[arg-type]
+            override=self.plan.override,
+            judge_errors=list(j.errors),
+            needs=self.needs,
+            tier_metadata=dict(self.tier_metadata),
+            usage_estimated=self.usage_estimated,
+        )
         if self.fitted is not None:
-            rec.update(self.fitted.record())
-        if j.errors:
-            rec["judge_errors"] = list(j.errors)
-        rec.update(self.extra)
+            self.fitted.apply(rec)
         return rec
 
-    def final_chunk(self, record: dict[str, Any]) -> ChatGenerationChunk:
+    def final_chunk(self, record: RouteRecord) -> ChatGenerationChunk:
         """An empty last chunk that carries the routing record."""
         return ChatGenerationChunk(
             message=AIMessageChunk(
                 content="",
-                response_metadata={"stream": record},
+                response_metadata={RECORD_KEY: record.to_dict()},
                 chunk_position="last",
             )
         )
 
     def all_failed(self) -> AllTiersFailed:
-        return AllTiersFailed(list(self.fallbacks), list(self.plan.skipped),
-                              causes=list(self.causes))
+        fallbacks = cast("list[dict[str, str]]", list(self.fallbacks))
+        return AllTiersFailed(fallbacks, list(self.plan.skipped), causes=list(self.causes))

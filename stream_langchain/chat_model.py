@@ -543,7 +543,7 @@ class ChatStream(BaseChatModel):
             models=self.tiers, context_tokens=context_tokens, started=started,
             failover=self.failover,
         )
-        run.extra["needs"] = needs.record()
+        run.needs = needs.record()
         return run
 
     def _tier_model(self, tier: str, kwargs: dict[str, Any]) -> tuple[Runnable[Any, Any],
@@ -650,28 +650,28 @@ class ChatStream(BaseChatModel):
         record = run.record(tier)
         if tier in self._ollama:
             self._ollama[tier].on_success()
-            record["ollama"] = self._ollama[tier].record()
+            record.ollama = self._ollama[tier].record()
         usage = dict(run.usage)
         # A tier that reports no usage, or no prompt tokens, is counted here so budgets never
         # see a free answer; the record says these numbers are estimates.
         if not usage["input_tokens"]:
             usage["input_tokens"] = run.context_tokens
-            record["usage_estimated"] = True
+            record.usage_estimated = True
         if not usage["output_tokens"] and run.partial:
             usage["output_tokens"] = count_text_tokens("".join(run.partial))
-            record["usage_estimated"] = True
-        record["usage"] = usage
+            record.usage_estimated = True
+        record.usage = {"input_tokens": usage["input_tokens"],
+                        "output_tokens": usage["output_tokens"]}
         if tier == "cloud":
-            cost = self._budget.charge(
+            record.cloud_cost_usd = self._budget.charge(
                 model_name(self.tiers[tier]),
                 input_tokens=usage["input_tokens"],
                 output_tokens=usage["output_tokens"],
             )
-            record["cloud_cost_usd"] = cost
         if math.isfinite(self._budget.limit_usd):
-            record["cloud_budget_remaining_usd"] = round(self._budget.remaining_usd, 6)
+            record.cloud_budget_remaining_usd = round(self._budget.remaining_usd, 6)
         if self.high_threshold > 0:
-            record["high_threshold"] = self.high_threshold
+            record.high_threshold = self.high_threshold
         final = run.final_chunk(record)
         added = {k: usage[k] - run.usage[k] for k in ("input_tokens", "output_tokens")}
         if any(added.values()):  # the estimate reaches usage callbacks too, once

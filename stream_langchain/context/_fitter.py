@@ -48,6 +48,7 @@ from stream_langchain.context._count import (
     describe_part,
     model_counter,
 )
+from stream_langchain.record import RouteRecord
 from stream_langchain.routing import CircuitBreaker
 
 __all__ = [
@@ -124,29 +125,35 @@ class Fitted:
             return self.summary_used
         return self.changed and not self.fallback_truncated
 
+    def apply(self, record: RouteRecord) -> None:
+        """Write this fit's fields into the routing record."""
+        record.summarized = self.summarized
+        record.context_tokens_before = self.tokens_before
+        record.context_tokens_after = self.tokens_after
+        record.summary_cached = self.summary_cached
+        record.summarizer_ms = (None if self.summarizer_ms is None
+                                else round(self.summarizer_ms, 3))
+        record.summarizer = self.summarizer
+        record.fallback_truncated = self.fallback_truncated
+        record.summary_pending = self.summary_pending
+        record.recalled_turns = self.recalled_turns
+        record.context_fitted = self.changed
+        record.summary_wait_ms = round(self.summary_wait_ms, 3)
+        record.summarizer_calls = self.summarizer_calls
+        record.summarizer_input_tokens = self.summarizer_input_tokens
+        record.summarizer_error = self.error or None
+
     def record(self) -> dict[str, Any]:
-        """The routing record's fields for this fit."""
-        rec: dict[str, Any] = {
-            "summarized": self.summarized,
-            "context_tokens_before": self.tokens_before,
-            "context_tokens_after": self.tokens_after,
-            "summary_cached": self.summary_cached,
-            "summarizer_ms": (None if self.summarizer_ms is None
-                              else round(self.summarizer_ms, 3)),
-            "summarizer": self.summarizer,
-            "fallback_truncated": self.fallback_truncated,
-            "summary_pending": self.summary_pending,
-            "recalled_turns": self.recalled_turns,
-            "context_fitted": self.changed,
-        }
-        if self.summary_wait_ms:
-            rec["summary_wait_ms"] = round(self.summary_wait_ms, 3)
-        if self.summarizer_calls:
-            rec["summarizer_calls"] = self.summarizer_calls
-            rec["summarizer_input_tokens"] = self.summarizer_input_tokens
-        if self.error:
-            rec["summarizer_error"] = self.error
-        return rec
+        """The routing record's fields for this fit (as :meth:`apply` writes them)."""
+        rec = RouteRecord(tier="", model="", complexity="", judged_complexity="",
+                          confidence=0.0, judge="", judge_ms=0.0)
+        self.apply(rec)
+        full = rec.to_dict()
+        keys = ("summarized", "context_tokens_before", "context_tokens_after",
+                "summary_cached", "summarizer_ms", "summarizer", "fallback_truncated",
+                "summary_pending", "recalled_turns", "context_fitted", "summary_wait_ms",
+                "summarizer_calls", "summarizer_input_tokens", "summarizer_error")
+        return {k: full[k] for k in keys if k in full}
 
 
 @dataclass
