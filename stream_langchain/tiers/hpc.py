@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import secrets
 import threading
 import time
@@ -29,9 +30,7 @@ from typing import Any, Literal
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
-from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.utils import secret_from_env
@@ -53,6 +52,14 @@ from stream_langchain.tiers.hpc_globus import (
     shipped_serializer,
 )
 from stream_langchain.tiers.hpc_pool import HealthPool, RelayFailed, failover_stream
+from stream_langchain.tiers.hpc_stream import (
+    TIMEOUT_KEYWORDS,
+    HPCTimeouts,
+    _RelayStream,
+    batch_chunks,
+    drive,
+    is_unreachable,
+)
 
 __all__ = [
     "ChatHPC",
@@ -62,97 +69,11 @@ __all__ = [
     "HPCQueueTimeout",
     "HPCRemoteError",
     "HPCTaskError",
+    "HPCTimeouts",
     "globus_executor",
     "new_relay_secret",
     "shipped_serializer",
 ]
-
-
-# -- payload -> chunk conversion (shared by the stream and batch paths) ----------------------
-
-
-def _tool_chunks(tool_calls: Sequence[dict[str, Any]]) -> list[ToolCallChunk]:
-    out = []
-    for i, tc in enumerate(tool_calls):
-        fn = tc.get("function") or {}
-        out.append(
-            tool_call_chunk(
-                name=fn.get("name"),
-                args=fn.get("arguments"),
-                id=tc.get("id"),
-                index=tc.get("index", i),
-            )
-        )
-    return out
-
-
-def _delta_chunk(payload: dict[str, Any]) -> ChatGenerationChunk | None:
-    content = payload.get("content") or ""
-    tool_calls = payload.get("tool_calls") or []
-    if not content and not tool_calls:
-        return None
-    msg = AIMessageChunk(content=content, tool_call_chunks=_tool_chunks(tool_calls))
-    return ChatGenerationChunk(message=msg)
-
-
-def _usage(usage: dict[str, Any] | None, counted: int) -> UsageMetadata:
-    usage = usage or {}
-    out_tokens = int(usage.get("completion_tokens") or counted)
-    in_tokens = int(usage.get("prompt_tokens") or 0)
-    return UsageMetadata(
-        input_tokens=in_tokens, output_tokens=out_tokens, total_tokens=in_tokens + out_tokens
-    )
-
-
-def _final_chunk(
-    usage: UsageMetadata, metadata: dict[str, Any], finish_reason: str | None
-) -> ChatGenerationChunk:
-    meta = dict(metadata)
-    if finish_reason:
-        meta["finish_reason"] = finish_reason
-    return ChatGenerationChunk(
-        message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=meta),
-        generation_info={"finish_reason": finish_reason} if finish_reason else None,
-    )
-
-
-def _batch_chunks(
-    completion: dict[str, Any], metadata: dict[str, Any]
-) -> list[ChatGenerationChunk]:
-    choices = completion.get("choices") or []
-    if not choices:
-        raise HPCRemoteError(f"batch completion has no choices: {str(completion)[:200]}")
-    message = choices[0].get("message") or {}
-    chunks = []
-    first = _delta_chunk(
-        {"content": message.get("content") or "", "tool_calls": message.get("tool_calls") or []}
-    )
-    if first is not None:
-        chunks.append(first)
-    counted = 1 if first is not None else 0
-    meta = {"model_name": completion.get("model"), **metadata}
-    chunks.append(
-        _final_chunk(
-            _usage(completion.get("usage"), counted), meta, choices[0].get("finish_reason")
-        )
-    )
-    return chunks
-
-
-def _relay_lib() -> Any:
-    import relay
-
-    return relay
-
-
-def _is_unreachable(exc: BaseException) -> bool:
-    """Whether a consumer-open failure means 'relay not reachable' (-> batch fallback)."""
-    relay = _relay_lib()
-    if isinstance(exc, relay.AuthRejected):
-        return False
-    return isinstance(
-        exc, OSError | relay.RelayUnreachable | relay.ConnectTimeout | relay.RelayRefused
-    )
 
 
 class ChatHPC(BaseChatModel):
@@ -233,19 +154,12 @@ class ChatHPC(BaseChatModel):
     """``"stream"``: tokens through the relay; ``"batch"``: the whole answer as the task result."""
     batch_fallback: bool = True
     """Use batch mode when the relay cannot be reached (else raise)."""
-    # Timeouts (seconds)
-    queue_timeout: float = Field(default=300.0, gt=0)
-    """From submit until the task starts and reaches the relay."""
-    first_token_timeout: float = Field(default=120.0, gt=0)
-    """From task start until the first token."""
-    idle_timeout: float = Field(default=60.0, gt=0)
-    """Longest silence between two frames once tokens flow."""
-    relay_open_timeout: float = Field(default=10.0, gt=0)
-    """Connecting to the relay (consumer here, producer on the node)."""
-    batch_timeout: float = Field(default=900.0, gt=0)
-    """A whole batch-mode answer, from submit."""
-    backend_timeout: float = Field(default=60.0, gt=0)
-    """On the node: connecting to the backend and waiting between its bytes."""
+    # Timeouts
+    timeouts: HPCTimeouts = Field(default_factory=HPCTimeouts)
+    """Every timeout (queue, first token, idle, relay open, batch, backend), in seconds. The
+    keywords ``queue_timeout``, ``first_token_timeout``, ``idle_timeout``,
+    ``relay_open_timeout``, ``batch_timeout`` and ``backend_timeout`` set its fields and read
+    them back as attributes."""
     token_ttl: float = Field(default=3600.0, gt=0)
     """Lifetime of the per-request capability tokens."""
     # Several relays and endpoints (see stream_langchain.tiers.hpc_pool)
@@ -265,6 +179,50 @@ class ChatHPC(BaseChatModel):
         default=None, exclude=True, repr=False)
     """``status(endpoint name) -> "online" | "offline" | None``: an endpoint reported
     ``"offline"`` is skipped before submitting (``from_globus`` asks Globus Compute)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _timeout_keywords(cls, data: Any) -> Any:
+        """Map the old timeout keywords (``queue_timeout=...``) onto :attr:`timeouts`."""
+        if not isinstance(data, dict) or not TIMEOUT_KEYWORDS.keys() & data.keys():
+            return data
+        data = dict(data)
+        given = data.get("timeouts") or HPCTimeouts()
+        if isinstance(given, dict):
+            given = HPCTimeouts(**given)
+        changes = {f: data.pop(k) for k, f in TIMEOUT_KEYWORDS.items() if k in data}
+        data["timeouts"] = dataclasses.replace(given, **changes)
+        return data
+
+    @property
+    def queue_timeout(self) -> float:
+        """``timeouts.queue``: from submit until the task starts and reaches the relay."""
+        return self.timeouts.queue
+
+    @property
+    def first_token_timeout(self) -> float:
+        """``timeouts.first_token``: from task start until the first token."""
+        return self.timeouts.first_token
+
+    @property
+    def idle_timeout(self) -> float:
+        """``timeouts.idle``: the longest silence between two frames once tokens flow."""
+        return self.timeouts.idle
+
+    @property
+    def relay_open_timeout(self) -> float:
+        """``timeouts.relay_open``: connecting to the relay (here and on the node)."""
+        return self.timeouts.relay_open
+
+    @property
+    def batch_timeout(self) -> float:
+        """``timeouts.batch``: a whole batch-mode answer, from submit."""
+        return self.timeouts.batch
+
+    @property
+    def backend_timeout(self) -> float:
+        """``timeouts.backend``: on the node, connecting to the backend and between bytes."""
+        return self.timeouts.backend
 
     @model_validator(mode="after")
     def _check(self) -> ChatHPC:
@@ -430,8 +388,8 @@ class ChatHPC(BaseChatModel):
         body.update(self.model_kwargs)
         body.update({k: v for k, v in kwargs.items() if v is not None})
         body["backend_url"] = self.backend_url
-        body["backend_timeout"] = self.backend_timeout
-        body["backend_batch_timeout"] = self.batch_timeout
+        body["backend_timeout"] = self.timeouts.backend
+        body["backend_batch_timeout"] = self.timeouts.batch
         if self.backend_api_key is not None:
             body["backend_api_key"] = self.backend_api_key.get_secret_value()
         return body
@@ -502,12 +460,12 @@ class ChatHPC(BaseChatModel):
             raise HPCTaskError(f"executor refused the batch task: {describe(exc)}") from exc
         try:
             result = await asyncio.wait_for(
-                asyncio.wrap_future(future), self.queue_timeout + self.batch_timeout
+                asyncio.wrap_future(future), self.timeouts.queue + self.timeouts.batch
             )
         except TimeoutError:
             future.cancel()
             raise HPCQueueTimeout(
-                f"batch task did not finish within {self.queue_timeout + self.batch_timeout:g}s"
+                f"batch task did not finish within {self.timeouts.queue + self.timeouts.batch:g}s"
             ) from None
         except asyncio.CancelledError:
             future.cancel()
@@ -517,9 +475,9 @@ class ChatHPC(BaseChatModel):
         meta: dict[str, Any] = {"hpc_mode": "batch", "hpc_total_ms": _ms(submitted)}
         if reason:
             meta["hpc_fallback_reason"] = reason
-        return _batch_chunks(result["completion"], meta)
+        return batch_chunks(result["completion"], meta)
 
-    async def _stream_via_relay(  # noqa: C901 - one state machine, kept in one place
+    async def _stream_via_relay(
         self,
         body: dict[str, Any],
         relay_url: str | None = None,
@@ -527,193 +485,86 @@ class ChatHPC(BaseChatModel):
         channel: str | None = None,
         failover: bool = False,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        from hpc_functions import stream_chat
+        """One request through one relay: open the consumer, submit the task, drive the stream.
 
-        relay = _relay_lib()
+        Args:
+            body: The request body (:meth:`request_body`).
+            relay_url: The relay (default ``relay_url``).
+            executor: The endpoint's executor (default ``executor``).
+            channel: The channel id (default: a new one).
+            failover: Raise :class:`RelayFailed` when the relay is unreachable or lost before
+                the first token (the pool moves on) instead of falling back or failing.
+        """
+        import relay
+
         relay_url = relay_url or self.relay_url
-        executor = executor or self.executor
         assert relay_url is not None and self.relay_secret is not None
         channel = channel or relay.new_channel()
         key = relay.new_key()
         tokens = relay.mint_tokens(self.relay_secret.get_secret_value(), channel, self.token_ttl)
-        consumer = relay.Consumer(
-            relay_url,
-            channel,
-            tokens.consumer,
-            key,
-            open_timeout=self.relay_open_timeout,
-            # Our own phase timers below are tighter and name the phase; these are backstops.
-            first_frame_timeout=self.queue_timeout + self.relay_open_timeout,
-            idle_timeout=max(self.first_token_timeout, self.idle_timeout) + 1.0,
-        )
+        consumer = self._consumer(relay_url, channel, tokens.consumer, key)
         try:
             await consumer.__aenter__()
         except Exception as exc:
-            if failover and _is_unreachable(exc):  # hpc_pool tries the next relay, then batch
-                raise RelayFailed(f"relay unreachable: {describe(exc)}") from exc
-            if self.batch_fallback and _is_unreachable(exc):
-                reason = f"relay unreachable: {describe(exc)}"
-                for chunk in await self._batch(body, reason):
-                    yield chunk
-                return
-            raise HPCError(f"could not open the relay channel: {describe(exc)}") from exc
-
-        relay_info = {
-            "url": relay_url,
-            "channel": channel,
-            "token": tokens.producer,
-            "key": key,
-            "open_timeout": self.relay_open_timeout,
-            "batch_on_relay_error": self.batch_fallback,
-        }
-        submitted = time.monotonic()
+            reason = self._unreachable(exc, failover)
+            for chunk in await self._batch(body, reason):
+                yield chunk
+            return
+        info = self._relay_info(relay_url, channel, tokens.producer, key)
+        core = _RelayStream(self.timeouts, model=self.model, now=time.monotonic(),
+                            failover=failover)
         future: concurrent.futures.Future[Any] | None = None
-        next_frame: asyncio.Future[Any] | None = None
-        tokens_out = 0
         try:
-            try:
-                future = executor.submit(stream_chat, body, relay_info)
-            except Exception as exc:
-                raise HPCTaskError(f"executor refused the task: {describe(exc)}") from exc
-            task_done: asyncio.Future[Any] | None = asyncio.wrap_future(future)
-            frames = consumer.__aiter__()
-            phase = "queue"
-            started_at: float | None = None
-            usage: dict[str, Any] | None = None
-            finish_reason: str | None = None
-            model_name: str | None = None
-            backend_ttft: float | None = None
-            while True:
-                timeout = {
-                    "queue": self.queue_timeout,
-                    "first": self.first_token_timeout,
-                    "idle": self.idle_timeout,
-                }[phase]
-                if next_frame is None:
-                    next_frame = asyncio.ensure_future(frames.__anext__())
-                waiting = {next_frame} | ({task_done} if task_done is not None else set())
-                done, _ = await asyncio.wait(
-                    waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not done:
-                    raise _timeout_error(phase, timeout, tokens_out)
-                if task_done is not None and task_done in done and next_frame not in done:
-                    summary = _task_outcome(task_done, tokens_out)
-                    task_done = None
-                    if summary.get("mode") == "batch" and summary.get("ok"):
-                        if tokens_out:
-                            raise HPCRemoteError(
-                                "HPC task switched to batch mode after streaming", tokens=tokens_out
-                            )
-                        meta = {
-                            "hpc_mode": "batch",
-                            "hpc_fallback_reason": "relay unreachable from the HPC node: "
-                            + str(summary.get("relay_error")),
-                            "hpc_total_ms": _ms(submitted),
-                        }
-                        for chunk in _batch_chunks(summary["completion"], meta):
-                            yield chunk
-                        return
-                    if not summary.get("ok") and summary.get("error_kind") != "relay":
-                        raise HPCRemoteError(
-                            f"HPC task failed: {summary.get('error')}", tokens=tokens_out
-                        )
-                    if not summary.get("ok") and started_at is None:
-                        raise HPCError(
-                            f"HPC task could not stream: {summary.get('error')}", tokens=tokens_out
-                        )
-                    continue  # frames may still be in flight; the relay stream decides
-                frame_task, next_frame = next_frame, None
-                try:
-                    payload = frame_task.result()
-                except StopAsyncIteration:
-                    break
-                except relay.RemoteError as exc:
-                    raise HPCRemoteError(
-                        f"HPC node reported: {exc.message}", tokens=tokens_out
-                    ) from exc
-                except relay.RelayError as exc:
-                    if failover and not tokens_out and _relay_lost(exc):
-                        lost = f"relay lost before the first token: {describe(exc)}"
-                        raise RelayFailed(lost) from exc
-                    raise HPCError(
-                        f"relay stream failed after {tokens_out} tokens: {describe(exc)}",
-                        tokens=tokens_out,
-                    ) from exc
-                kind = payload.get("type") if isinstance(payload, dict) else None
-                if kind == "start":
-                    started_at = time.monotonic()
-                    phase = "first"
-                elif kind == "delta":
-                    model_name = model_name or payload.get("model")
-                    finish_reason = payload.get("finish_reason") or finish_reason
-                    delta = _delta_chunk(payload)
-                    if delta is not None:
-                        tokens_out += 1
-                        phase = "idle"
-                        yield delta
-                elif kind == "usage":
-                    usage = payload.get("usage")
-                    backend_ttft = payload.get("backend_ttft_s")
-                else:
-                    raise HPCError(
-                        f"unexpected payload from the HPC node: {kind!r}", tokens=tokens_out
-                    )
-            consumer_usage = getattr(consumer, "usage", None)
-            measured = usage or consumer_usage or {}
-            meta = {
-                "hpc_mode": "stream",
-                "model_name": model_name or self.model,
-                "hpc_queue_ms": None if started_at is None else (started_at - submitted) * 1000,
-                "hpc_backend_ttft_ms": None if backend_ttft is None else backend_ttft * 1000,
-                "hpc_total_ms": _ms(submitted),
-            }
-            if not measured.get("prompt_tokens"):
-                # The node's backend sent no usage (vLLM does when asked, as the node asks):
-                # the output was counted by chunks and the prompt is left to the caller.
-                meta["usage_estimated"] = True
-            yield _final_chunk(_usage(measured, tokens_out), meta, finish_reason)
+            future = self._submit_stream(executor or self.executor, body, info)
+            async for chunk in drive(core, consumer, future):
+                yield chunk
         finally:
-            if next_frame is not None and not next_frame.done():
-                next_frame.cancel()
-                with contextlib.suppress(BaseException):
-                    await next_frame
             with contextlib.suppress(Exception):
                 await consumer.__aexit__(None, None, None)
             if future is not None and not future.done():
                 future.cancel()  # not started yet: never runs; running: the producer sees the close
 
+    def _consumer(self, relay_url: str, channel: str, token: str, key: bytes) -> Any:
+        import relay
 
-def _timeout_error(phase: str, timeout: float, tokens: int) -> HPCError:
-    if phase == "queue":
-        return HPCQueueTimeout(
-            f"HPC task did not start within queue_timeout={timeout:g}s", tokens=tokens
+        t = self.timeouts
+        return relay.Consumer(
+            relay_url, channel, token, key,
+            open_timeout=t.relay_open,
+            # The stream's own phase timers are tighter and name the phase; these are backstops.
+            first_frame_timeout=t.queue + t.relay_open,
+            idle_timeout=max(t.first_token, t.idle) + 1.0,
         )
-    if phase == "first":
-        return HPCFirstTokenTimeout(
-            f"HPC task started but sent no token within first_token_timeout={timeout:g}s",
-            tokens=tokens,
-        )
-    return HPCIdleTimeout(
-        f"HPC stream idle for more than idle_timeout={timeout:g}s after {tokens} tokens",
-        tokens=tokens,
-    )
 
+    def _unreachable(self, exc: Exception, failover: bool) -> str:
+        """The batch-mode reason for a consumer that did not open, or raise."""
+        if failover and is_unreachable(exc):  # hpc_pool tries the next relay, then batch
+            raise RelayFailed(f"relay unreachable: {describe(exc)}") from exc
+        if self.batch_fallback and is_unreachable(exc):
+            return f"relay unreachable: {describe(exc)}"
+        raise HPCError(f"could not open the relay channel: {describe(exc)}") from exc
 
-def _relay_lost(exc: BaseException) -> bool:
-    """Whether a relay error before the first token means the relay went away."""
-    relay = _relay_lib()
-    return _is_unreachable(exc) or isinstance(exc, relay.ChannelClosed | relay.TruncatedStream)
+    def _relay_info(self, url: str, channel: str, token: str, key: bytes) -> dict[str, Any]:
+        """The relay half of the task arguments (the producer's token and the key)."""
+        return {
+            "url": url,
+            "channel": channel,
+            "token": token,
+            "key": key,
+            "open_timeout": self.timeouts.relay_open,
+            "batch_on_relay_error": self.batch_fallback,
+        }
 
+    @staticmethod
+    def _submit_stream(
+        executor: Any, body: dict[str, Any], info: dict[str, Any]
+    ) -> concurrent.futures.Future[Any]:
+        from hpc_functions import stream_chat
 
-def _task_outcome(done: asyncio.Future[Any], tokens: int) -> dict[str, Any]:
-    try:
-        result = done.result()
-    except Exception as exc:
-        raise HPCTaskError(f"HPC task failed: {describe(exc)}", tokens=tokens) from exc
-    if not isinstance(result, dict):
-        raise HPCTaskError(f"HPC task returned {type(result).__name__}, not a summary dict")
-    return result
+        try:
+            return executor.submit(stream_chat, body, info)  # type: ignore[no-any-return]
+        except Exception as exc:
+            raise HPCTaskError(f"executor refused the task: {describe(exc)}") from exc
 
 
 def _ms(since: float) -> float:

@@ -11,6 +11,7 @@ import stream_langchain.tiers.llama_server
 def test_hpc_functions_surface() -> None:
     """hpc_functions exports exactly the node-side functions."""
     assert sorted(hpc_functions.__all__) == ["batch_chat", "ping", "stream_chat"]
+    assert hpc_functions.protocol.PAYLOAD_KINDS == {"start", "delta", "usage"}
 
 
 def test_chat_hpc_surface() -> None:
@@ -23,6 +24,7 @@ def test_chat_hpc_surface() -> None:
         "HPCQueueTimeout",
         "HPCRemoteError",
         "HPCTaskError",
+        "HPCTimeouts",
         "globus_executor",
         "new_relay_secret",
         "shipped_serializer",
