@@ -450,8 +450,13 @@ class MemoryFitter(_DetailedFitter):
                 units: list[tuple[int, int]],
                 excerpts: dict[tuple[int, int], str], sizes: dict[tuple[int, int], int],
                 room: int) -> set[tuple[int, int]]:
-        """The evicted turns most relevant to the latest user message that fit ``room``;
-        then, room permitting, the user's own earlier statements (newest first)."""
+        """The evicted turns that fit ``room``, in this order: the user's turns relevant to
+        the latest user message (most relevant first); the user's turns that state facts
+        (addresses and codes, then names and numbers: :func:`identifiers`), newest first;
+        relevant assistant turns; then the user's other earlier turns, newest first. A
+        question worded unlike the statement it asks about ("the support email" for "write
+        to ops-desk@...") still finds the fact, and long assistant answers never crowd out
+        what the user said."""
         if not units or room <= 0:
             return set()
         query = message_text(msgs[_tail_start(msgs, _leading_system(msgs))])
@@ -462,9 +467,13 @@ class MemoryFitter(_DetailedFitter):
         weighted = [s * (1.0 if u else 0.7) for s, u in zip(scores, user, strict=True)]
         ranked = sorted((i for i, w in enumerate(weighted) if w > 0),
                         key=lambda i: (-weighted[i], -i))
-        order = [units[i] for i in ranked]
-        order += [u for u, is_user in zip(reversed(units), reversed(user), strict=True)
-                  if is_user and u not in order]
+        newest = [i for i in reversed(range(len(units))) if user[i]]
+        worth = {i: max((_strength(x) for x in identifiers(excerpts[units[i]])), default=0)
+                 for i in newest}
+        facts = sorted((i for i in newest if worth[i] > 1), key=lambda i: -worth[i])
+        picks = ([i for i in ranked if user[i]] + facts + [i for i in ranked if not user[i]]
+                 + newest)
+        order = [units[i] for i in dict.fromkeys(picks)]
         chosen: set[tuple[int, int]] = set()
         for u in order:
             if sizes[u] <= room:

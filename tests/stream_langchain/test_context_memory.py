@@ -347,12 +347,33 @@ def test_embeddings_recall_what_shares_no_word_and_each_turn_is_embedded_once() 
     stuff kept?') still brings it back; a second fit embeds nothing again (cached by hash)."""
     question = "Where is our stuff kept?"
     msgs = planted_chat(50, at=2, latest=question)
+    statement = "our storage lives in the basement archive, next to the old tape drives."
+    msgs[5] = HumanMessage("By the way, " + statement)  # the planted turn, reworded: no
+    # identifier and no word shared with the question
     plain = fitter(recall_share=0.1).fit_detailed(msgs, budget_tokens=900, tier="local")
-    assert "gs-kestrel-42" not in recall_block(plain.messages)  # BM25 alone misses it
+    assert statement not in recall_block(plain.messages)  # BM25 alone misses it
     embedder = TopicEmbedder()
     f = fitter(recall_share=0.1, embedder=embedder, write=False)
     fitted = f.fit_detailed(msgs, budget_tokens=900, tier="local")
-    assert "gs-kestrel-42" in recall_block(fitted.messages)
+    assert statement in recall_block(fitted.messages)
     n = len(embedder.embedded)
     f.fit_detailed(msgs, budget_tokens=900, tier="local")
     assert n > 0 and len(embedder.embedded) == n
+
+
+def test_a_stated_fact_outranks_assistant_turns_that_share_the_questions_words() -> None:
+    """The question shares no word with the statement ('support email' for 'write to
+    ops-desk@...'), while many assistant answers share its words: with room for a few
+    excerpts, the user's statement holding an address is recalled before them."""
+    msgs: list[BaseMessage] = [SystemMessage("You are a helpful assistant.")]
+    for i in range(40):
+        user = ("What should I read first? If something breaks, write to ops-desk@nordlab.io."
+                if i == 1 else f"Tell me more about topic number {i} please.")
+        msgs += [HumanMessage(user),
+                 AIMessage(f"Cluster support matters here: email support about cluster {i}. "
+                           + ANSWER)]
+    msgs.append(HumanMessage("What's the support email for the cluster?"))
+    fitted = fitter(recall_share=0.15).fit_detailed(msgs, budget_tokens=900, tier="local")
+    block = recall_block(fitted.messages)
+    assert "ops-desk@nordlab.io" in block
+    assert block.count("Assistant:") < 3
