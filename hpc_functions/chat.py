@@ -14,13 +14,9 @@ optionally ``backend_api_key``, ``backend_timeout`` (seconds: connecting, and wa
 bytes of a stream) and ``backend_batch_timeout`` (seconds: waiting for a whole non-streamed
 answer; default 600).
 
-Payloads pushed through the relay (all dicts with a ``type``):
-
-- ``{"type": "start", "node_time": float}``: the task started and reached the relay.
-- ``{"type": "delta", "content": str, "tool_calls": [...], "finish_reason": str,
-  "model": str, "role": str}``: one streamed chunk; only the keys present upstream.
-- ``{"type": "usage", "usage": {...}, "backend_ttft_s": float}``: token usage, just before
-  the end frame (whose usage field carries the same dict).
+The payloads pushed through the relay (``start``, ``delta``, ``usage``) and the summary
+returned are defined in :mod:`hpc_functions.protocol`; the functions here write those
+literals themselves (they cannot import it on a node) and a test checks they agree.
 
 Errors reach the consumer as an authentic error frame and are also in the returned summary.
 """
@@ -30,8 +26,12 @@ from __future__ import annotations
 __all__ = ["batch_chat", "ping", "stream_chat"]
 
 
-def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-contained unit
+def stream_chat(request: dict, relay: dict) -> dict:
     """Stream a chat completion from the node's backend to the relay, sealed frame by frame.
+
+    The helpers are defined inside (Globus Compute ships this function by source, alone); each
+    is short and does one thing: check the request, open the producer, forward one backend
+    event, forward the stream, answer in batch mode when the relay cannot be reached.
 
     Args:
         request: OpenAI chat-completions body plus ``backend_url`` (and optionally
@@ -42,12 +42,13 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
             in batch mode and return the completion in the summary instead).
 
     Returns:
-        A summary: ``ok``, ``mode`` (``"stream"`` or ``"batch"``), ``error`` (message or
-        ``None``), ``error_kind`` (``"backend"``, ``"relay"``, ``"request"`` or ``None``),
-        ``cancelled`` (the consumer left early), ``frames`` (payloads sent),
-        ``completion_tokens``, ``prompt_tokens``, ``backend_ttft_s`` (from sending the HTTP
-        request to the backend until its first token arrived), ``duration_s`` and,
-        in batch mode, ``completion`` (the full OpenAI response).
+        A summary (:class:`hpc_functions.protocol.NodeSummary`): ``ok``, ``mode``
+        (``"stream"`` or ``"batch"``), ``error`` (message or ``None``), ``error_kind``
+        (``"backend"``, ``"relay"``, ``"request"`` or ``None``), ``cancelled`` (the consumer
+        left early), ``frames`` (payloads sent), ``completion_tokens``, ``prompt_tokens``,
+        ``backend_ttft_s`` (from sending the HTTP request to the backend until its first token
+        arrived), ``duration_s`` and, in batch mode, ``completion`` (the full OpenAI response)
+        and ``relay_error``.
     """
     import json
     import time
@@ -58,53 +59,42 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
 
     started = time.monotonic()
     summary: dict = {
-        "ok": False,
-        "mode": "stream",
-        "error": None,
-        "error_kind": None,
-        "cancelled": False,
-        "frames": 0,
-        "completion_tokens": 0,
-        "prompt_tokens": 0,
-        "backend_ttft_s": None,
+        "ok": False, "mode": "stream", "error": None, "error_kind": None, "cancelled": False,
+        "frames": 0, "completion_tokens": 0, "prompt_tokens": 0, "backend_ttft_s": None,
         "duration_s": 0.0,
     }
+    state: dict = {"usage": {}, "saw_done": False, "finish_reason": None, "tool_names": {}}
+    body = {k: v for k, v in request.items() if not k.startswith("backend_")}
+    body["stream"] = True
+    body["stream_options"] = {"include_usage": True}
+    endpoint = str(request.get("backend_url")).rstrip("/") + "/chat/completions"
+    headers = {"Accept": "text/event-stream"}
+    if request.get("backend_api_key"):
+        headers["Authorization"] = f"Bearer {request['backend_api_key']}"
+    timeout = float(request.get("backend_timeout") or 60.0)
+    # Certificate loading costs ~20-40 ms per client; a plain-http backend (vLLM on the node)
+    # has no TLS to verify, so skip it there. https backends are verified as usual.
+    tls = endpoint.startswith("https://")
 
     def finish(**updates: object) -> dict:
         summary.update(updates)
         summary["duration_s"] = time.monotonic() - started
         return summary
 
-    # -- validate the request (plain data: report, never crash the worker) ------------------
-    body = {k: v for k, v in request.items() if not k.startswith("backend_")}
-    backend_url = request.get("backend_url")
-    missing = [k for k in ("url", "channel", "token", "key") if not relay.get(k)]
-    if not isinstance(backend_url, str) or not backend_url.startswith(("http://", "https://")):
-        problem = "request['backend_url'] must be an http(s) URL of an OpenAI-compatible API"
-        missing = []
-    elif not isinstance(body.get("messages"), list) or not body["messages"]:
-        problem = "request['messages'] must be a non-empty list of chat messages"
-    elif missing:
-        problem = "relay is missing " + ", ".join(missing)
-    else:
-        problem = ""
-    endpoint = str(backend_url).rstrip("/") + "/chat/completions"
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
-    headers = {"Accept": "text/event-stream"}
-    if request.get("backend_api_key"):
-        headers["Authorization"] = f"Bearer {request['backend_api_key']}"
-    timeout = float(request.get("backend_timeout") or 60.0)
-    http_timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
-    # Certificate loading costs ~20-40 ms per client; a plain-http backend (vLLM on the node)
-    # has no TLS to verify, so skip it there. https backends are verified as usual.
-    tls = endpoint.startswith("https://")
-    batch_timeout = float(request.get("backend_batch_timeout") or 600.0)
+    def problem_in_request() -> str:
+        backend_url = request.get("backend_url")
+        if not isinstance(backend_url, str) or not backend_url.startswith(("http://", "https://")):
+            return "request['backend_url'] must be an http(s) URL of an OpenAI-compatible API"
+        if not isinstance(body.get("messages"), list) or not body["messages"]:
+            return "request['messages'] must be a non-empty list of chat messages"
+        missing = [k for k in ("url", "channel", "token", "key") if not relay.get(k)]
+        return "relay is missing " + ", ".join(missing) if missing else ""
 
     def batch_fallback(reason: str) -> dict:
         batch_body = dict(body)
         batch_body.pop("stream_options", None)
         batch_body["stream"] = False
+        batch_timeout = float(request.get("backend_batch_timeout") or 600.0)
         try:
             whole = httpx.Timeout(batch_timeout, connect=min(timeout, 10.0))
             with httpx.Client(timeout=whole, headers=headers, verify=tls) as client:
@@ -113,36 +103,135 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
                 return finish(
                     error=f"relay unreachable ({reason}) and backend returned HTTP "
                     f"{resp.status_code}: {resp.text[:300]}",
-                    error_kind="backend",
-                    mode="batch",
+                    error_kind="backend", mode="batch",
                 )
             completion = resp.json()
         except httpx.HTTPError as exc:
-            return finish(
-                error=f"relay unreachable ({reason}) and backend failed: {exc!r}",
-                error_kind="backend",
-                mode="batch",
-            )
+            return finish(error=f"relay unreachable ({reason}) and backend failed: {exc!r}",
+                          error_kind="backend", mode="batch")
         usage = completion.get("usage") or {}
         return finish(
-            ok=True,
-            mode="batch",
-            completion=completion,
-            relay_error=reason,
+            ok=True, mode="batch", completion=completion, relay_error=reason,
             completion_tokens=int(usage.get("completion_tokens") or 0),
             prompt_tokens=int(usage.get("prompt_tokens") or 0),
         )
 
-    # -- open the producer side of the channel ----------------------------------------------
-    try:
+    def open_producer() -> relay_lib.Producer:
         producer = relay_lib.Producer(
-            str(relay.get("url") or ""),
-            str(relay.get("channel") or ""),
-            str(relay.get("token") or ""),
-            relay.get("key") or b"",
+            str(relay.get("url") or ""), str(relay.get("channel") or ""),
+            str(relay.get("token") or ""), relay.get("key") or b"",
             open_timeout=float(relay.get("open_timeout") or 10.0),
         )
         producer.__enter__()
+        return producer
+
+    def fail(producer: relay_lib.Producer, message: str, kind: str) -> dict:
+        try:
+            producer.error(message)
+        except relay_lib.RelayError:
+            pass
+        return finish(error=message, error_kind=kind)
+
+    def once(tool_calls: list) -> list:
+        # OpenAI (and vLLM) send a tool call's id and name in its first delta only; some
+        # servers (llama.cpp) repeat them in every delta, which would concatenate on merge.
+        names = state["tool_names"]
+        out = []
+        for call in tool_calls:
+            call = dict(call)
+            fn = dict(call.get("function") or {})
+            index = call.get("index", 0)
+            if index in names:
+                call.pop("id", None)
+                call.pop("type", None)
+                if fn.get("name") == names[index]:
+                    fn.pop("name")
+            else:
+                names[index] = fn.get("name")
+            call["function"] = fn
+            out.append(call)
+        return out
+
+    def forward_event(event: dict, producer: relay_lib.Producer, requested: float) -> None:
+        """Send the first choice of one backend event as a delta payload (if it says anything)."""
+        for choice in event.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            payload: dict = {"type": "delta"}
+            if delta.get("content"):
+                payload["content"] = delta["content"]
+            if delta.get("tool_calls"):
+                payload["tool_calls"] = once(delta["tool_calls"])
+            if delta.get("role"):
+                payload["role"] = delta["role"]
+            if choice.get("finish_reason"):
+                payload["finish_reason"] = state["finish_reason"] = choice["finish_reason"]
+            if len(payload) == 1:
+                continue
+            if "content" in payload or "tool_calls" in payload:
+                summary["completion_tokens"] += 1
+                if summary["backend_ttft_s"] is None:
+                    summary["backend_ttft_s"] = time.monotonic() - requested
+            if summary["frames"] == 0 and event.get("model"):
+                payload["model"] = event["model"]
+            producer.send(payload)
+            summary["frames"] += 1
+
+    def forward_stream(resp: httpx.Response, producer: relay_lib.Producer, requested: float) -> str:
+        """Forward the backend's event stream; returns what went wrong, or ``""``."""
+        for line in resp.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                state["saw_done"] = True
+                break
+            try:
+                event = json.loads(data)
+            except ValueError:
+                return f"backend sent a malformed stream event: {data[:120]!r}"
+            if event.get("error"):
+                return f"backend error: {event['error']}"
+            if event.get("usage"):
+                state["usage"] = dict(event["usage"])
+            forward_event(event, producer, requested)
+        if state["finish_reason"] is None:
+            # Every complete OpenAI-style stream names why it ended; a stream without that
+            # was cut (connection lost, or a server that interrupts it for another request).
+            why = ("without a finish_reason" if state["saw_done"]
+                   else "before completion (no [DONE])")
+            return f"backend stream ended {why}: the answer was cut short"
+        return ""
+
+    def stream(producer: relay_lib.Producer) -> dict:
+        producer.send({"type": "start", "node_time": time.time()})
+        http_timeout = httpx.Timeout(timeout, connect=min(timeout, 10.0))
+        client = httpx.Client(timeout=http_timeout, headers=headers, verify=tls)
+        requested = time.monotonic()  # backend TTFT is measured from here (the HTTP request)
+        with client, client.stream("POST", endpoint, json=body) as resp:
+            if resp.status_code != 200:
+                resp.read()
+                why = f"backend returned HTTP {resp.status_code}: {resp.text[:300]}"
+                return fail(producer, why, "backend")
+            problem = forward_stream(resp, producer, requested)
+            if problem:
+                return fail(producer, problem, "backend")
+        usage = state["usage"]
+        if usage:
+            counted = int(usage.get("completion_tokens") or 0)
+            summary["completion_tokens"] = counted or summary["completion_tokens"]
+            summary["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
+        else:
+            usage = {"completion_tokens": summary["completion_tokens"]}
+        producer.send(
+            {"type": "usage", "usage": usage, "backend_ttft_s": summary["backend_ttft_s"]})
+        producer.close(usage=usage)
+        return finish(ok=True)
+
+    problem = problem_in_request()
+    try:
+        producer = open_producer()
     except (relay_lib.RelayError, OSError, ValueError, TypeError) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         if problem:
@@ -150,105 +239,8 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
         if relay.get("batch_on_relay_error"):
             return batch_fallback(reason)
         return finish(error=f"relay unreachable: {reason}", error_kind="relay")
-
-    def fail(message: str, kind: str) -> dict:
-        try:
-            producer.error(message)
-        except relay_lib.RelayError:
-            pass
-        return finish(error=message, error_kind=kind)
-
-    tool_names: dict = {}
-
-    def once(tool_calls: list) -> list:
-        # OpenAI (and vLLM) send a tool call's id and name in its first delta only; some
-        # servers (llama.cpp) repeat them in every delta, which would concatenate on merge.
-        out = []
-        for call in tool_calls:
-            call = dict(call)
-            fn = dict(call.get("function") or {})
-            index = call.get("index", 0)
-            if index in tool_names:
-                call.pop("id", None)
-                call.pop("type", None)
-                if fn.get("name") == tool_names[index]:
-                    fn.pop("name")
-            else:
-                tool_names[index] = fn.get("name")
-            call["function"] = fn
-            out.append(call)
-        return out
-
     try:
-        if problem:
-            return fail(problem, "request")
-        producer.send({"type": "start", "node_time": time.time()})
-        usage: dict = {}
-        saw_done = False
-        finish_reason = None
-        client = httpx.Client(timeout=http_timeout, headers=headers, verify=tls)
-        requested = time.monotonic()  # backend TTFT is measured from here (the HTTP request)
-        with client, client.stream("POST", endpoint, json=body) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                return fail(
-                    f"backend returned HTTP {resp.status_code}: {resp.text[:300]}", "backend"
-                )
-            for line in resp.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                data = line[5:].strip()
-                if data == "[DONE]":
-                    saw_done = True
-                    break
-                try:
-                    chunk = json.loads(data)
-                except ValueError:
-                    return fail(f"backend sent a malformed stream event: {data[:120]!r}", "backend")
-                if chunk.get("error"):
-                    return fail(f"backend error: {chunk['error']}", "backend")
-                if chunk.get("usage"):
-                    usage = dict(chunk["usage"])
-                for choice in chunk.get("choices") or []:
-                    if choice.get("index", 0) != 0:
-                        continue
-                    delta = choice.get("delta") or {}
-                    payload: dict = {"type": "delta"}
-                    if delta.get("content"):
-                        payload["content"] = delta["content"]
-                    if delta.get("tool_calls"):
-                        payload["tool_calls"] = once(delta["tool_calls"])
-                    if delta.get("role"):
-                        payload["role"] = delta["role"]
-                    if choice.get("finish_reason"):
-                        payload["finish_reason"] = finish_reason = choice["finish_reason"]
-                    if len(payload) == 1:
-                        continue
-                    if "content" in payload or "tool_calls" in payload:
-                        summary["completion_tokens"] += 1
-                        if summary["backend_ttft_s"] is None:
-                            summary["backend_ttft_s"] = time.monotonic() - requested
-                    if summary["frames"] == 0 and chunk.get("model"):
-                        payload["model"] = chunk["model"]
-                    producer.send(payload)
-                    summary["frames"] += 1
-        if finish_reason is None:
-            # Every complete OpenAI-style stream names why it ended; a stream without that
-            # was cut (connection lost, or a server that interrupts it for another request).
-            why = "without a finish_reason" if saw_done else "before completion (no [DONE])"
-            return fail(f"backend stream ended {why}: the answer was cut short", "backend")
-        if usage:
-            summary["completion_tokens"] = (
-                int(usage.get("completion_tokens") or 0) or summary["completion_tokens"]
-            )
-            summary["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
-        else:
-            usage = {"completion_tokens": summary["completion_tokens"]}
-        producer.send(
-            {"type": "usage", "usage": usage, "backend_ttft_s": summary["backend_ttft_s"]}
-        )
-        producer.close(usage=usage)
-        return finish(ok=True)
+        return fail(producer, problem, "request") if problem else stream(producer)
     except relay_lib.ChannelClosed:
         # The consumer went away: stop generating (leaving the httpx block closed the stream).
         return finish(cancelled=True, error="consumer closed the channel", error_kind="relay")
@@ -257,7 +249,7 @@ def stream_chat(request: dict, relay: dict) -> dict:  # noqa: C901 - one self-co
             error=f"relay failed mid-stream: {type(exc).__name__}: {exc}", error_kind="relay"
         )
     except httpx.HTTPError as exc:
-        return fail(f"backend failed: {type(exc).__name__}: {exc}", "backend")
+        return fail(producer, f"backend failed: {type(exc).__name__}: {exc}", "backend")
     finally:
         try:
             producer.__exit__(None, None, None)
