@@ -36,11 +36,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -160,6 +161,17 @@ class OllamaModelInfo:
         return n, why
 
 
+
+@contextlib.contextmanager
+def _asking(base_url: str, model: str) -> Iterator[None]:
+    """Ollama's HTTP failures as :class:`OllamaError` (sync and async callers alike)."""
+    try:
+        yield
+    except httpx.TransportError as exc:
+        raise OllamaNotRunning(base_url, model) from exc
+    except httpx.HTTPError as exc:  # an unusable base_url
+        raise OllamaError(f"cannot ask Ollama at {base_url}: {exc}", base_url, model) from exc
+
 class OllamaProbe:
     """Learns, per server and model, what Ollama says (:class:`OllamaModelInfo`), and keeps
     it until a request fails or ``ttl_s`` passes. Thread-safe; one probe may serve several
@@ -235,16 +247,11 @@ class OllamaProbe:
         info = self.cached(base_url, model)
         if info is not None:
             return info
-        try:
-            with httpx.Client(base_url=base_url, timeout=self.probe_timeout_s,
-                              headers=dict(headers or {})) as client:
-                show = client.post("/api/show", json={"model": model})
-                ps = client.get("/api/ps") if show.status_code == 200 else None
-        except httpx.TransportError as exc:
-            raise OllamaNotRunning(base_url, model) from exc
-        except httpx.HTTPError as exc:  # an unusable base_url
-            raise OllamaError(f"cannot ask Ollama at {base_url}: {exc}", base_url,
-                              model) from exc
+        with _asking(base_url, model), httpx.Client(
+                base_url=base_url, timeout=self.probe_timeout_s,
+                headers=dict(headers or {})) as client:
+            show = client.post("/api/show", json={"model": model})
+            ps = client.get("/api/ps") if show.status_code == 200 else None
         return self._store(base_url, model, show, ps)
 
     async def ainfo(self, base_url: str, model: str, *,
@@ -253,16 +260,11 @@ class OllamaProbe:
         info = self.cached(base_url, model)
         if info is not None:
             return info
-        try:
+        with _asking(base_url, model):
             async with httpx.AsyncClient(base_url=base_url, timeout=self.probe_timeout_s,
                                          headers=dict(headers or {})) as client:
                 show = await client.post("/api/show", json={"model": model})
                 ps = await client.get("/api/ps") if show.status_code == 200 else None
-        except httpx.TransportError as exc:
-            raise OllamaNotRunning(base_url, model) from exc
-        except httpx.HTTPError as exc:  # an unusable base_url
-            raise OllamaError(f"cannot ask Ollama at {base_url}: {exc}", base_url,
-                              model) from exc
         return self._store(base_url, model, show, ps)
 
     def _store(self, base_url: str, model: str, show: httpx.Response,
