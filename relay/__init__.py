@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 from relay.client import AsyncProducer, Consumer, Producer, SyncConsumer
+from relay.config import Limits, Timeouts
 from relay.errors import (
     AUTH_REASONS,
     AuthRejected,
@@ -69,6 +70,7 @@ __all__ = [
     "FrameType",
     "IdleTimeout",
     "IntegrityError",
+    "Limits",
     "Producer",
     "RelayError",
     "RelayRefused",
@@ -82,6 +84,7 @@ __all__ = [
     "Sealer",
     "SyncConsumer",
     "TamperedFrame",
+    "Timeouts",
     "Tokens",
     "TruncatedStream",
     "Verifier",

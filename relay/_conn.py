@@ -22,6 +22,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from relay._common import wire_logger
+from relay.config import Limits, Timeouts
 from relay.metrics import Metrics
 
 __all__ = [
@@ -100,12 +101,8 @@ class Policy(Protocol):
     """What a :class:`Conn` needs from the server that accepted it; implemented by
     :class:`relay.server.RelayServer`."""
 
-    # Timeouts
-    open_timeout: float
-    close_timeout: float
-    # Limits
-    max_frame_bytes: int
-    write_buffer_bytes: int
+    timeouts: Timeouts
+    limits: Limits
 
     metrics: Metrics
     _conns: set[Conn]
@@ -124,7 +121,7 @@ class Conn(asyncio.Protocol):
 
     def __init__(self, server: Policy) -> None:
         self.server = server
-        self.proto = ServerProtocol(max_size=server.max_frame_bytes, logger=wire_logger)
+        self.proto = ServerProtocol(max_size=server.limits.max_frame_bytes, logger=wire_logger)
         self.proto.debug = False  # never log handshake headers (they carry tokens)
         self.transport: asyncio.Transport | None = None
         self.role: str | None = None
@@ -142,10 +139,10 @@ class Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        transport.set_write_buffer_limits(high=self.server.write_buffer_bytes)
+        transport.set_write_buffer_limits(high=self.server.limits.write_buffer_bytes)
         self.server._conns.add(self)
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self.server.open_timeout, self._handshake_timeout)
+        self._timer = loop.call_later(self.server.timeouts.open, self._handshake_timeout)
 
     def data_received(self, data: bytes) -> None:
         proto = self.proto
@@ -215,7 +212,7 @@ class Conn(asyncio.Protocol):
                 transport.close()
         if self.proto.close_expected() and self._timer is None and not transport.is_closing():
             loop = asyncio.get_running_loop()
-            self._timer = loop.call_later(self.server.close_timeout, transport.abort)
+            self._timer = loop.call_later(self.server.timeouts.close, transport.abort)
 
     def respond(self, status: int, body: str, content_type: str, reject: str = "") -> None:
         """Send a plain HTTP response (and close)."""

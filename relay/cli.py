@@ -23,6 +23,7 @@ import signal
 import sys
 from pathlib import Path
 
+from relay.config import Limits, Timeouts
 from relay.server import RelayServer
 
 __all__ = ["SECRET_ENV", "add_arguments", "main", "run"]
@@ -122,10 +123,8 @@ def run(args: argparse.Namespace) -> int:
             args.host,
             args.port,
             insecure=secret is None,
-            pair_timeout=args.pair_timeout,
-            idle_timeout=args.idle_timeout,
-            max_channels=args.max_channels,
-            max_frame_bytes=args.max_frame_bytes,
+            timeouts=Timeouts(pair=args.pair_timeout, idle=args.idle_timeout),
+            limits=Limits(max_channels=args.max_channels, max_frame_bytes=args.max_frame_bytes),
         )
     except ValueError as exc:
         print(f"relay: {exc}", file=sys.stderr)

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -50,16 +51,34 @@ from relay._conn import (
     Conn,
     ws_header,
 )
+from relay.config import LEGACY_KEYWORDS, Limits, Timeouts
 from relay.errors import AuthRejected
 from relay.metrics import Metrics
 from relay.tokens import verify_token
 
-__all__ = ["RelayServer", "RelayThread", "run_in_thread"]
+__all__ = ["Limits", "RelayServer", "RelayThread", "Timeouts", "run_in_thread"]
 
 logger = logging.getLogger("relay.server")
 
 _PATH_RE = re.compile(r"/(produce|consume)/([A-Za-z0-9_-]{1,128})")
 _ROLES = {"produce": "producer", "consume": "consumer"}
+
+
+def _configure(
+    timeouts: Timeouts, limits: Limits, legacy: dict[str, Any]
+) -> tuple[Timeouts, Limits]:
+    """Apply the flat keywords ``RelayServer`` took before :class:`Timeouts` and :class:`Limits`."""
+    unknown = sorted(set(legacy) - LEGACY_KEYWORDS.keys())
+    if unknown:
+        raise TypeError(f"RelayServer() got unexpected keyword arguments: {', '.join(unknown)}")
+    changes: dict[str, dict[str, Any]] = {"timeouts": {}, "limits": {}}
+    for keyword, value in legacy.items():
+        group, name = LEGACY_KEYWORDS[keyword]
+        changes[group][name] = value
+    return (
+        dataclasses.replace(timeouts, **changes["timeouts"]),
+        dataclasses.replace(limits, **changes["limits"]),
+    )
 
 
 class RelayServer:
@@ -72,25 +91,11 @@ class RelayServer:
         host: Interface to listen on.
         port: TCP port; ``0`` picks a free one (read it back from :attr:`port`).
         insecure: Allow ``secret=None``.
-        open_timeout: Seconds a client has to complete its HTTP request.
-        pair_timeout: Seconds a channel may stay one-sided (one peer waiting for
-            the other, or frames waiting for a consumer) before it is reaped.
-        idle_timeout: Seconds a paired channel may go without a frame before it
-            is reaped.
-        close_timeout: Seconds to wait for a peer to finish a closing handshake.
-        shutdown_timeout: Seconds :meth:`close` lets streams in progress finish.
-        reap_interval: Seconds between two passes of the reaper.
-        backlog: Pending TCP connections the listening socket queues.
-        max_channels: Channels open at once; more are refused with HTTP 503.
-        max_frame_bytes: Largest frame accepted from a producer; a larger one
-            closes the producer's connection (WebSocket close code 1009).
-        max_buffer_frames: Frames held for a consumer that has not joined yet;
-            when reached, the producer is paused (never dropped).
-        max_buffer_bytes: Bytes held for a consumer that has not joined yet.
-        max_total_buffer_bytes: Bytes held for absent consumers over all channels;
-            when reached, every producer still waiting for its consumer is paused.
-        write_buffer_bytes: High-water mark of a consumer's send buffer; above
-            it the producer's socket is no longer read (backpressure).
+        timeouts: How long the relay waits (:class:`relay.config.Timeouts`).
+        limits: How much the relay holds (:class:`relay.config.Limits`).
+        **legacy: The flat keywords of earlier versions (``pair_timeout=``,
+            ``max_channels=``, ... : :data:`relay.config.LEGACY_KEYWORDS`), applied on top
+            of ``timeouts`` and ``limits``.
 
     Example:
         >>> import asyncio
@@ -108,21 +113,9 @@ class RelayServer:
         port: int = 0,
         *,
         insecure: bool = False,
-        # Timeouts
-        open_timeout: float = 10.0,
-        pair_timeout: float = 120.0,
-        idle_timeout: float = 300.0,
-        close_timeout: float = 5.0,
-        shutdown_timeout: float = 5.0,
-        reap_interval: float = 1.0,
-        # Limits
-        backlog: int = 1024,
-        max_channels: int = 10_000,
-        max_frame_bytes: int = 1 << 20,
-        max_buffer_frames: int = 4096,
-        max_buffer_bytes: int = 4 << 20,
-        max_total_buffer_bytes: int = 256 << 20,
-        write_buffer_bytes: int = 1 << 20,
+        timeouts: Timeouts | None = None,
+        limits: Limits | None = None,
+        **legacy: float,
     ) -> None:
         """Configure the server; see the class docstring for the arguments."""
         if secret is None or secret in (b"", ""):
@@ -131,39 +124,9 @@ class RelayServer:
             self._secret: bytes | None = None
         else:
             self._secret = secret.encode() if isinstance(secret, str) else bytes(secret)
-        for name, value in (
-            ("open_timeout", open_timeout),
-            ("pair_timeout", pair_timeout),
-            ("idle_timeout", idle_timeout),
-            ("close_timeout", close_timeout),
-            ("reap_interval", reap_interval),
-            ("max_channels", max_channels),
-            ("backlog", backlog),
-            ("max_frame_bytes", max_frame_bytes),
-            ("max_buffer_frames", max_buffer_frames),
-            ("max_buffer_bytes", max_buffer_bytes),
-            ("max_total_buffer_bytes", max_total_buffer_bytes),
-            ("write_buffer_bytes", write_buffer_bytes),
-        ):
-            if not value > 0:
-                raise ValueError(f"{name} must be positive, got {value!r}")
-        if shutdown_timeout < 0:
-            raise ValueError("shutdown_timeout must not be negative")
         self.host = host
         self._port = port
-        self.open_timeout = float(open_timeout)
-        self.pair_timeout = float(pair_timeout)
-        self.idle_timeout = float(idle_timeout)
-        self.close_timeout = float(close_timeout)
-        self.shutdown_timeout = float(shutdown_timeout)
-        self.reap_interval = float(reap_interval)
-        self.backlog = int(backlog)
-        self.max_channels = int(max_channels)
-        self.max_frame_bytes = int(max_frame_bytes)
-        self.max_buffer_frames = int(max_buffer_frames)
-        self.max_buffer_bytes = int(max_buffer_bytes)
-        self.max_total_buffer_bytes = int(max_total_buffer_bytes)
-        self.write_buffer_bytes = int(write_buffer_bytes)
+        self.timeouts, self.limits = _configure(timeouts or Timeouts(), limits or Limits(), legacy)
         self.metrics = Metrics()
         self._channels: dict[str, Channel] = {}
         # Channels that ended recently (id -> when): their tokens may still be valid,
@@ -202,7 +165,7 @@ class RelayServer:
         """Start listening and reaping."""
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: Conn(self), self.host, self._port, backlog=self.backlog
+            lambda: Conn(self), self.host, self._port, backlog=self.limits.backlog
         )
         self._port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
@@ -220,7 +183,7 @@ class RelayServer:
         self._closing = True
         self._server.close()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.shutdown_timeout
+        deadline = loop.time() + self.timeouts.shutdown
         while loop.time() < deadline and any(
             ch.producer is not None for ch in self._channels.values()
         ):
@@ -231,7 +194,7 @@ class RelayServer:
                     conn.transport.abort()
             else:
                 conn.close(CLOSE_GOING_AWAY, "relay shutting down")
-        deadline = loop.time() + self.close_timeout
+        deadline = loop.time() + self.timeouts.close
         while self._conns and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for conn in list(self._conns):
@@ -317,7 +280,7 @@ class RelayServer:
             self._refuse(conn, 410, "channel-ended", "this channel has already ended")
             return
         if channel is None:
-            if len(self._channels) >= self.max_channels:
+            if len(self._channels) >= self.limits.max_channels:
                 self._refuse(conn, 503, "capacity", "relay is at its channel limit")
                 return
             channel = self._channels[channel_id] = Channel(channel_id, now)
@@ -374,9 +337,9 @@ class RelayServer:
         channel.buffered += len(framed)
         metrics.buffered_bytes += len(framed)
         if (
-            len(channel.buffer) >= self.max_buffer_frames
-            or channel.buffered >= self.max_buffer_bytes
-            or metrics.buffered_bytes >= self.max_total_buffer_bytes
+            len(channel.buffer) >= self.limits.max_buffer_frames
+            or channel.buffered >= self.limits.max_buffer_bytes
+            or metrics.buffered_bytes >= self.limits.max_total_buffer_bytes
         ):
             self._update_reading(channel)
 
@@ -386,9 +349,9 @@ class RelayServer:
         if producer is None or producer.transport is None or producer.closed:
             return
         full = channel.consumer is None and (
-            len(channel.buffer) >= self.max_buffer_frames
-            or channel.buffered >= self.max_buffer_bytes
-            or self.metrics.buffered_bytes >= self.max_total_buffer_bytes
+            len(channel.buffer) >= self.limits.max_buffer_frames
+            or channel.buffered >= self.limits.max_buffer_bytes
+            or self.metrics.buffered_bytes >= self.limits.max_total_buffer_bytes
         )
         if full:
             self._starved.add(channel)
@@ -451,7 +414,7 @@ class RelayServer:
 
     async def _reap_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.reap_interval)
+            await asyncio.sleep(self.timeouts.reap_interval)
             self.reap()
 
     def reap(self) -> int:
@@ -465,15 +428,15 @@ class RelayServer:
         ended = self._ended
         while ended:
             channel_id, when = next(iter(ended.items()))
-            if now - when <= self.pair_timeout and len(ended) <= 4 * self.max_channels:
+            if now - when <= self.timeouts.pair and len(ended) <= 4 * self.limits.max_channels:
                 break
             del ended[channel_id]
         reaped = 0
         for channel in list(self._channels.values()):
             paired = channel.producer_joined and channel.consumer_joined
-            if not paired and now - channel.created > self.pair_timeout:
+            if not paired and now - channel.created > self.timeouts.pair:
                 why, message = "one-sided", "the other peer did not join in time"
-            elif paired and now - channel.last > self.idle_timeout:
+            elif paired and now - channel.last > self.timeouts.idle:
                 why, message = "idle", "channel idle for too long"
             else:
                 continue

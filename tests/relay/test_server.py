@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import threading
@@ -18,10 +19,12 @@ from relay import (
     AuthRejected,
     ChannelClosed,
     Consumer,
+    Limits,
     Producer,
     RelayRefused,
     RemoteError,
     SyncConsumer,
+    Timeouts,
     TruncatedStream,
     mint_tokens,
 )
@@ -401,6 +404,32 @@ def test_server_refuses_to_run_without_a_secret_unless_insecure() -> None:
     RelayServer(insecure=True)
     with pytest.raises(ValueError, match="max_channels"):
         RelayServer(secret=SECRET, max_channels=0)
+
+
+def test_configuration_is_frozen_timeouts_and_limits_and_old_keywords_map_onto_them() -> None:
+    """timeouts=/limits= configure the server; the flat keywords override their fields."""
+    server = RelayServer(secret=SECRET, timeouts=Timeouts(pair=7.0), limits=Limits(backlog=9),
+                         idle_timeout=3.0, max_channels=5)
+    assert server.timeouts == Timeouts(pair=7.0, idle=3.0)
+    assert server.limits == Limits(backlog=9, max_channels=5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        server.limits.max_channels = 1  # type: ignore[misc]
+    with pytest.raises(ValueError, match="pair_timeout"):
+        RelayServer(secret=SECRET, timeouts=Timeouts(pair=0))
+    with pytest.raises(TypeError, match="max_chanels"):
+        RelayServer(secret=SECRET, max_chanels=5)
+
+
+def test_channel_limit_from_limits_is_enforced() -> None:
+    """A Limits object reaches the running server: a third channel is refused with 503."""
+    with start_relay(limits=Limits(max_channels=1)) as relay:
+        first, second = Stream(), Stream()
+        producer = Producer(relay.url, first.channel, first.tokens.producer, first.key)
+        producer.connect()
+        with pytest.raises(RelayRefused) as info:
+            Producer(relay.url, second.channel, second.tokens.producer, second.key).connect()
+        assert info.value.status == 503
+        producer.close()
 
 
 def test_insecure_relay_accepts_any_token(stream: Stream) -> None:
