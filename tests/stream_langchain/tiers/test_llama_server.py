@@ -15,6 +15,13 @@ from stream_langchain.tiers.llama_server import (
     bundled_model_path,
     free_port,
 )
+from stream_langchain.tiers.models import (
+    GEMMA_270M,
+    cache_dir,
+    default_chat_format,
+    model_path,
+    spec_for_path,
+)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -31,6 +38,14 @@ def test_bundled_model_path_is_a_gguf_file() -> None:
     assert path.is_file()
     with path.open("rb") as f:
         assert f.read(4) == b"GGUF"
+
+
+def test_the_bundled_model_is_assembled_like_every_model() -> None:
+    """One GGUF assembly: the bundled Gemma comes from models.model_path (same cache, digest)."""
+    path = Path(bundled_model_path())
+    assert path == Path(model_path(GEMMA_270M, verify=True)).resolve()
+    assert path.parent == cache_dir().resolve() and path.stat().st_size == GEMMA_270M.size
+    assert spec_for_path(path) is GEMMA_270M and default_chat_format(path) == "gemma"
 
 
 def test_free_port_is_bindable() -> None:
