@@ -32,7 +32,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,31 +41,20 @@ from langchain_core.messages import AIMessageChunk
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from stream_langchain._run import AllTiersFailed, TierFailure, describe, model_name
+from stream_langchain._run import model_name
 from stream_langchain.chat_model import ChatStream
 from stream_langchain.context import count_text_tokens, count_tokens
-from stream_langchain.errors import UnsupportedFeature
+from stream_langchain.errors import describe
+from stream_langchain.proxy import chat_completions as chat_format
+from stream_langchain.proxy import responses as responses_format
 from stream_langchain.proxy.auth import Authenticator, Authenticators, Identity, KeyAuth, KeyRing
-from stream_langchain.proxy.errors import APIError, context_length_exceeded
+from stream_langchain.proxy.errors import APIError, ClientGone, ShuttingDown, api_error
 from stream_langchain.proxy.limits import Limiter, Limits, Permit
 from stream_langchain.proxy.ops import AccessLog, Metrics
-from stream_langchain.proxy.responses import (
-    ResponsesEncoder,
-    ResponsesRequest,
-    parse_responses_request,
-)
-from stream_langchain.proxy.schema import (
-    ChatCompletionRequest,
-    ChatRequest,
-    ChunkWriter,
-    MessageLimits,
-    completion_body,
-    parse_chat_request,
-)
+from stream_langchain.proxy.schema import ChunkWriter, Encoder, MessageLimits, ParsedRequest
 from stream_langchain.proxy.shared import SharedLimiter, SharedState
-from stream_langchain.proxy.sse import SSEResponse, sse_data, sse_error
+from stream_langchain.proxy.sse import SSEResponse
 from stream_langchain.proxy.usage import Store, UsageRow, cost_avoided
-from stream_langchain.routing import CapabilityError
 
 if TYPE_CHECKING:
     from stream_langchain.proxy.globus import GlobusAuth
@@ -145,7 +134,7 @@ class _Call:
     """One chat request in flight: what the usage row and the metrics need."""
 
     identity: Identity
-    req: ChatRequest
+    req: ParsedRequest
     permit: Permit
     input_estimate: int
     forced: str | None = None
@@ -155,25 +144,12 @@ class _Call:
     done: bool = False
 
 
-class _ClientGone(Exception):
-    """The client disconnected before the response started."""
-
-
-class _ShuttingDown(Exception):
-    """The server's graceful shutdown is about to run out: answers still running are cut."""
-
-
 _END: Any = object()
-
-
-async def _drain(agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter) -> None:
-    async for chunk in agen:
-        writer.feed(chunk)
 
 
 async def _unless_gone(request: Request, aw: Awaitable[T]) -> T:
     """Await ``aw`` unless the client disconnects first; then cancel it (which cancels the
-    tier's generation) and raise :class:`_ClientGone`."""
+    tier's generation) and raise :class:`ClientGone`."""
     work = asyncio.ensure_future(aw)
     gone = asyncio.ensure_future(SSEResponse._watch(request.receive))
     try:
@@ -187,57 +163,8 @@ async def _unless_gone(request: Request, aw: Awaitable[T]) -> T:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     if left and (work.cancelled() or not work.done()):
-        raise _ClientGone()
+        raise ClientGone()
     return work.result()
-
-
-class Encoder(Protocol):
-    """One wire format (chat completions, Responses) over the same chunk accounting."""
-
-    writer: ChunkWriter
-
-    def chunk(self, message: AIMessageChunk) -> list[bytes]:
-        """SSE events for one engine chunk (empty: nothing to send yet)."""
-        ...
-
-    def end(self, route: dict[str, Any] | None, inp: int, out: int) -> list[bytes]:
-        """The closing events of a stream that finished."""
-        ...
-
-    def error(self, err: APIError) -> list[bytes]:
-        """The events that report a failure after streaming began."""
-        ...
-
-    def body(self, route: dict[str, Any] | None, inp: int, out: int) -> dict[str, Any]:
-        """The non-streaming response."""
-        ...
-
-
-class ChatEncoder:
-    """``chat.completion`` / ``chat.completion.chunk`` (OpenAI chat completions)."""
-
-    def __init__(self, req: ChatRequest) -> None:
-        self.req = req
-        self.writer = ChunkWriter(req.model)
-
-    def chunk(self, message: AIMessageChunk) -> list[bytes]:
-        sse = self.writer.feed(message)
-        return [] if sse is None else [sse_data(sse)]
-
-    def end(self, route: dict[str, Any] | None, inp: int, out: int) -> list[bytes]:
-        opening = self.writer.opening()
-        events = [] if opening is None else [sse_data(opening)]
-        events.append(sse_data(self.writer.final(route)))
-        if self.req.include_usage:
-            events.append(sse_data(self.writer.usage_chunk(inp, out)))
-        events.append(b"data: [DONE]\n\n")
-        return events
-
-    def error(self, err: APIError) -> list[bytes]:
-        return [sse_error(err.body())]
-
-    def body(self, route: dict[str, Any] | None, inp: int, out: int) -> dict[str, Any]:
-        return completion_body(self.writer, route, inp, out)
 
 
 def _authenticators(config: ProxyConfig, keys: KeyRing,
@@ -285,9 +212,9 @@ class _Proxy:
         asyncio.get_running_loop().call_later(max(within_s, 0.0), self._drained.set)
 
     async def _next(self, agen: AsyncIterator[AIMessageChunk]) -> Any:
-        """The next chunk, ``_END``, or :class:`_ShuttingDown` when the drain time is up."""
+        """The next chunk, ``_END``, or :class:`ShuttingDown` when the drain time is up."""
         if self._drained.is_set():
-            raise _ShuttingDown()
+            raise ShuttingDown()
         nxt = asyncio.ensure_future(agen.__anext__())
         stop = asyncio.ensure_future(self._drained.wait())
         try:
@@ -299,7 +226,7 @@ class _Proxy:
                 with contextlib.suppress(BaseException):
                     await nxt
         if nxt.cancelled():
-            raise _ShuttingDown()
+            raise ShuttingDown()
         try:
             return nxt.result()
         except StopAsyncIteration:
@@ -402,16 +329,17 @@ class _Proxy:
 
     async def chat_completions(self, request: Request) -> Response:
         ident = await self.authenticate(request)
-        req = parse_chat_request(await self.read_body(request), limits=self.config.messages)
-        return await self.serve(request, ident, req, ChatEncoder(req))
+        req = chat_format.parse_chat_request(await self.read_body(request),
+                                                  limits=self.config.messages)
+        return await self.serve(request, ident, req, chat_format.ChatEncoder(req))
 
     async def responses(self, request: Request) -> Response:
         ident = await self.authenticate(request)
-        req = parse_responses_request(await self.read_body(request),
-                                      limits=self.config.messages)
-        return await self.serve(request, ident, req, ResponsesEncoder(req))
+        req = responses_format.parse_responses_request(await self.read_body(request),
+                                                limits=self.config.messages)
+        return await self.serve(request, ident, req, responses_format.ResponsesEncoder(req))
 
-    async def serve(self, request: Request, ident: Identity, req: ChatRequest,
+    async def serve(self, request: Request, ident: Identity, req: ParsedRequest,
                     enc: Encoder) -> Response:
         """Route ``req`` through the ChatStream and answer in ``enc``'s format."""
         tier = self.tier_for(req.model)
@@ -430,9 +358,9 @@ class _Proxy:
             first = await _unless_gone(request, self._until_output(agen, enc, call))
         except BaseException as exc:
             await agen.aclose()
-            mapped = self.map_error(exc, writer)
+            mapped = self.map_error(exc)
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
-                                                              | _ClientGone)
+                                                              | ClientGone)
                         else "error", request, error=mapped)
             raise mapped from None
         headers = self.limiter.headers(ident.name, rpm=ident.rpm, tpm=ident.tpm)
@@ -443,9 +371,9 @@ class _Proxy:
         try:
             await _unless_gone(request, self._collect(agen, writer))
         except BaseException as exc:
-            mapped = self.map_error(exc, writer)
+            mapped = self.map_error(exc)
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
-                                                              | _ClientGone)
+                                                              | ClientGone)
                         else "error", request, error=mapped)
             raise mapped from None
         finally:
@@ -483,9 +411,7 @@ class _Proxy:
                 yield event
         except Exception as exc:  # failed after streaming began: say so, never a fake "stop"
             status, error = "error", exc
-            mapped = self.map_error(exc, writer)
-            err = mapped if isinstance(mapped, APIError) else APIError(
-                500, describe(exc), code="internal_error")
+            err = api_error(exc)
             error = err  # the row says what the client was told
             _log_error(request, err)
             for event in enc.error(err):
@@ -497,38 +423,13 @@ class _Proxy:
                 await agen.aclose()
             self.finish(call, writer, status, request, error=error)
 
-    def map_error(self, exc: BaseException, writer: ChunkWriter) -> BaseException:
-        if isinstance(exc, APIError | asyncio.CancelledError):
+    def map_error(self, exc: BaseException) -> BaseException:
+        """What the client is told (:func:`~.errors.api_error`); a cancellation stays one."""
+        if isinstance(exc, asyncio.CancelledError):
             return exc
-        if isinstance(exc, _ShuttingDown):
-            return APIError(503, "the server is shutting down: this answer was cut when its "
-                                 "graceful shutdown time ran out; retry on another replica "
-                                 "or later", code="server_shutting_down")
-        if isinstance(exc, _ClientGone):
+        if isinstance(exc, ClientGone):
             self.metrics.cancelled.inc()
-            return APIError(499, "the client closed the request; generation was cancelled",
-                            code="client_closed")
-        if isinstance(exc, CapabilityError):  # before ValueError: its own code and field
-            tools = exc.capability == "tool calling"
-            return APIError(400, str(exc), param="tools" if tools else "messages",
-                            code="tools_unsupported" if tools else "unsupported_capability")
-        if isinstance(exc, AllTiersFailed):
-            too_long = context_length_exceeded(exc.errors, exc.skipped)
-            if too_long is not None:  # a 400: the openai SDK must not retry it
-                return too_long
-            errors = [e["error"] for e in exc.errors]
-            if exc.causes and all(isinstance(c, UnsupportedFeature) for c in exc.causes):
-                return APIError(400, "no tier that can serve this request supports tool "
-                                     "calling: " + "; ".join(errors), param="tools",
-                                code="tools_unsupported")
-            return APIError(503, f"no tier could serve the request: {exc}",
-                            code="all_tiers_failed")
-        if isinstance(exc, TierFailure):
-            return APIError(503, f"the answering tier failed: {exc}", code="tier_failed")
-        if isinstance(exc, ValueError | TypeError):
-            return APIError(400, f"invalid request: {describe(exc)}", code="invalid_request")
-        logger.error("chat request failed: %s", describe(exc))
-        return APIError(500, f"internal error: {describe(exc)}", code="internal_error")
+        return api_error(exc)
 
     def _tokens(self, call: _Call, writer: ChunkWriter) -> tuple[int, int]:
         """Input and output tokens: the engine's record (the tier's own count) when the
@@ -537,7 +438,7 @@ class _Proxy:
         usage = (writer.record or {}).get("usage")
         if usage:
             return int(usage["input_tokens"]), int(usage["output_tokens"])
-        text = "".join(writer.text) + "".join(c["arguments"] for c in writer.tool_calls.values())
+        text = writer.output_text()
         if not text:
             return 0, 0
         return call.input_estimate, count_text_tokens(text)
@@ -597,45 +498,6 @@ def _log_error(request: Request, err: APIError) -> None:
 
 def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
-
-
-_PART_SCHEMA: dict[str, Any] = {"anyOf": [
-    {"type": "object", "required": ["type", "text"],
-     "properties": {"type": {"const": "text"}, "text": {"type": "string"}}},
-    {"type": "object", "required": ["type", "image_url"],
-     "properties": {"type": {"const": "image_url"},
-                    "image_url": {"type": "object", "required": ["url"], "properties": {
-                        "url": {"type": "string", "description": "data:image/<type>;base64,"
-                                                                 "... or http(s)://..."},
-                        "detail": {"enum": ["auto", "low", "high"]}}}}},
-]}
-"""Content parts: text, and images in user messages (they go only to tiers that take them)."""
-
-
-def _openapi_body(models: list[str]) -> dict[str, Any]:
-    """The published request schema: the served models as an enum, no other parameters (the
-    server answers any other one with a 400 naming it)."""
-    schema = ChatCompletionRequest.model_json_schema()
-    schema["properties"]["model"] = {"type": "string", "enum": models,
-                                     "description": "see GET /v1/models"}
-    schema["additionalProperties"] = False
-    schema["properties"]["messages"]["items"] = {
-        "type": "object", "required": ["role"],
-        "properties": {"role": {"type": "string",
-                                "enum": ["system", "developer", "user", "assistant", "tool"]},
-                       "content": {"anyOf": [{"type": "string"},
-                                             {"type": "array", "items": _PART_SCHEMA}]},
-                       "tool_call_id": {"type": "string"}}}
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": schema}}}}
-
-
-def _responses_body(models: list[str]) -> dict[str, Any]:
-    schema = ResponsesRequest.model_json_schema()
-    schema["properties"]["model"] = {"type": "string", "enum": models}
-    schema["additionalProperties"] = False
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": schema}}}}
 
 
 def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = None,
@@ -742,13 +604,14 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         proxy.tier_for(model)
         return JSONResponse(next(m for m in proxy.model_entries() if m["id"] == model))
 
-    @app.post("/v1/chat/completions", openapi_extra=_openapi_body(list(proxy.models)))
+    @app.post("/v1/chat/completions",
+              openapi_extra=chat_format.openapi_body(list(proxy.models)))
     async def chat_completions(request: Request) -> Response:
         """OpenAI chat completions, streaming (SSE) or not, routed by STREAM (user messages
         may carry images: they go only to tiers that take them, else 400)."""
         return await proxy.chat_completions(request)
 
-    @app.post("/v1/responses", openapi_extra=_responses_body(list(proxy.models)))
+    @app.post("/v1/responses", openapi_extra=responses_format.openapi_body(list(proxy.models)))
     async def responses(request: Request) -> Response:
         """OpenAI Responses API (text and images in, text out, streaming events, function
         tools)."""

@@ -2,7 +2,10 @@
 
 Every refusal the proxy makes is an :class:`APIError` and reaches the client as
 ``{"error": {"message", "type", "param", "code"}}`` with its HTTP status, the shape the
-``openai`` SDK turns into ``openai.BadRequestError``, ``RateLimitError`` and friends.
+``openai`` SDK turns into ``openai.BadRequestError``, ``RateLimitError`` and friends. What the
+engine raises becomes one by its type, in one place (:func:`api_error`): the
+:mod:`stream_langchain.errors` tree, the proxy's own :class:`ClientGone` and
+:class:`ShuttingDown`, then ``ValueError`` / ``TypeError`` (400) and anything else (500).
 
 Example:
     >>> err = APIError(404, "model 'gpt-9' does not exist", code="model_not_found",
@@ -14,15 +17,29 @@ Example:
     ...     {"tier": "cloud", "reason": "not configured"}])
     >>> too_long.status, too_long.code
     (400, 'context_length_exceeded')
+    >>> api_error(ClientGone()).status, api_error(KeyError("x")).code
+    (499, 'internal_error')
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-__all__ = ["APIError", "context_length_exceeded", "error_type_for"]
+from stream_langchain.errors import (
+    AllTiersFailed,
+    CapabilityError,
+    TierFailure,
+    UnsupportedFeature,
+    describe,
+)
+
+__all__ = ["APIError", "ClientGone", "ShuttingDown", "api_error", "context_length_exceeded",
+           "error_type_for"]
+
+logger = logging.getLogger("stream_langchain.proxy.app")
 
 _TYPES = {
     400: "invalid_request_error",
@@ -113,3 +130,62 @@ def context_length_exceeded(errors: Iterable[Mapping[str, str]],
                          f"can take even after fitting{largest}. Shorten the conversation "
                          "(or allow a tier with a larger window).",
                     param="messages", code="context_length_exceeded")
+
+
+class ClientGone(Exception):
+    """The client disconnected before the response started."""
+
+
+class ShuttingDown(Exception):
+    """The server's graceful shutdown is about to run out: answers still running are cut."""
+
+
+def _capability(exc: CapabilityError) -> APIError:
+    tools = exc.capability == "tool calling"
+    return APIError(400, str(exc), param="tools" if tools else "messages",
+                    code="tools_unsupported" if tools else "unsupported_capability")
+
+
+def _all_failed(exc: AllTiersFailed) -> APIError:
+    too_long = context_length_exceeded(exc.errors, exc.skipped)
+    if too_long is not None:  # a 400: the openai SDK must not retry it
+        return too_long
+    if exc.causes and all(isinstance(c, UnsupportedFeature) for c in exc.causes):
+        return APIError(400, "no tier that can serve this request supports tool calling: "
+                             + "; ".join(e["error"] for e in exc.errors), param="tools",
+                        code="tools_unsupported")
+    return APIError(503, f"no tier could serve the request: {exc}", code="all_tiers_failed")
+
+
+def _internal(exc: BaseException) -> APIError:
+    logger.error("chat request failed: %s", describe(exc))
+    return APIError(500, f"internal error: {describe(exc)}", code="internal_error")
+
+
+_BY_TYPE: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...],
+                      Callable[[Any], APIError]], ...] = (
+    (APIError, lambda e: e),
+    (ShuttingDown, lambda e: APIError(
+        503, "the server is shutting down: this answer was cut when its graceful shutdown "
+             "time ran out; retry on another replica or later", code="server_shutting_down")),
+    (ClientGone, lambda e: APIError(
+        499, "the client closed the request; generation was cancelled", code="client_closed")),
+    (CapabilityError, _capability),  # before ValueError: its own code and field
+    (UnsupportedFeature, lambda e: APIError(400, describe(e), param="tools",
+                                            code="tools_unsupported")),
+    (AllTiersFailed, _all_failed),
+    (TierFailure, lambda e: APIError(503, f"the answering tier failed: {e}",
+                                     code="tier_failed")),
+    ((ValueError, TypeError), lambda e: APIError(400, f"invalid request: {describe(e)}",
+                                                 code="invalid_request")),
+)
+"""Most specific first: the first type ``exc`` is an instance of maps it."""
+
+
+def api_error(exc: BaseException) -> APIError:
+    """What the client is told about ``exc``: the one mapping from error types to OpenAI
+    errors (an unexpected error is a 500, logged)."""
+    for kind, build in _BY_TYPE:
+        if isinstance(exc, kind):
+            return build(exc)
+    return _internal(exc)

@@ -1,14 +1,15 @@
 """The OpenAI Responses API over the same engine: text and images in, text out, streaming
 events, function tools.
 
-A Responses request is translated to the chat-completions form (``instructions`` -> a system
-message, ``input`` items -> messages, ``input_image`` parts -> ``image_url`` parts,
-``function_call`` / ``function_call_output`` items -> assistant tool calls and tool messages,
-function tools -> chat tools) and validated by the same rules; the answer is sent as a
+A Responses body is parsed by its own rules into the format-neutral
+:class:`~stream_langchain.proxy.schema.ParsedRequest` (``instructions`` -> a system message,
+``input`` items -> messages, ``input_image`` parts -> ``image_url`` parts, ``function_call`` /
+``function_call_output`` items -> assistant tool calls and tool messages), every error naming
+the Responses field (``input[0].role``, ``text.format.type``); the answer is sent as a
 ``response`` object or as the typed event stream (``response.created``,
 ``response.output_item.added``, ``response.output_text.delta``, ..., ``response.completed``,
 or ``response.incomplete`` with ``incomplete_details.reason: "max_output_tokens"`` when the
-answer hit the limit). ``text.format`` (``json_schema``, ``json_object``) becomes the chat
+answer hit the limit). ``text.format`` (``json_schema``, ``json_object``) becomes the
 ``response_format`` the tiers enforce; function tools keep ``strict``. The API's neutral
 values (``include: []``, ``truncation: "disabled"``, ``store: false``, ...) are accepted and
 ``metadata`` is echoed back. Nothing is stored: ``previous_response_id`` and ``store: true``
@@ -28,24 +29,38 @@ import time
 import uuid
 from typing import Any
 
-from langchain_core.messages import AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from stream_langchain.proxy.errors import APIError
 from stream_langchain.proxy.schema import (
-    ChatRequest,
     ChunkWriter,
     MessageLimits,
+    ParsedRequest,
+    check_count,
+    check_role,
+    content_error,
+    function_tool,
     image_part,
-    parse_chat_request,
+    message,
     part_error,
+    refuse_unsupported,
     refused,
+    response_format,
+    text_part,
+    tool_call,
+    tool_kwargs,
     validate_body,
 )
 
-__all__ = ["ResponsesEncoder", "ResponsesRequest", "parse_responses_request"]
+__all__ = ["ResponsesEncoder", "ResponsesRequest", "openapi_body", "parse_responses_request"]
 
-_PASS = ("temperature", "top_p", "parallel_tool_calls")
+_PASS = ("temperature", "top_p")
+_ROLES = ("system", "developer", "user", "assistant")
+_HONOURED = ("model, input, instructions, stream, tools, tool_choice, parallel_tool_calls, "
+             "temperature, top_p, max_output_tokens, text.format, metadata; it keeps no "
+             "responses: store=false only")
+_TOOL_SHAPE = "{'type': 'function', 'name': ..., 'parameters': ...}"
 # Fields accepted at the value that means the API's default behaviour (the Agents SDK sends
 # ``include: []``; the proxy's own responses carry ``truncation: "disabled"``): any other
 # value is a 400 naming it. ``truncation: "auto"`` is what STREAM does anyway (it fits a long
@@ -60,7 +75,6 @@ _NEUTRAL: dict[str, tuple[Any, ...]] = {
     "reasoning": ({},),
     "stream_options": ({}, {"include_obfuscation": False}),
 }
-_IGNORED = frozenset({"user", "safety_identifier", "prompt_cache_key"})
 _TEXT_KEYS = frozenset({"format", "verbosity"})
 
 
@@ -86,137 +100,138 @@ class ResponsesRequest(BaseModel):
     user: str | None = None
 
 
-def _parts(content: Any, i: int, role: Any) -> Any:
-    """A message item's content in chat-completions form: text parts, and (user turns)
-    ``input_image`` parts as ``image_url`` parts."""
+def _parts(content: Any, at: str, role: Any) -> str | list[dict[str, Any]]:
+    """A message item's content: text parts, and (user turns) ``input_image`` parts as
+    ``image_url`` parts."""
     if isinstance(content, str) or content is None:
         return content or ""
     if not isinstance(content, list):
-        raise APIError(400, f"input[{i}].content must be a string or a list of parts",
-                       param=f"input[{i}].content", code="invalid_content")
+        raise content_error(f"{at}.content", content)
     out = []
     for j, part in enumerate(content):
-        at = f"input[{i}].content[{j}]"
+        where = f"{at}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
-            out.append({"type": "text", "text": part["text"]})
+            out.append(text_part(part, where))
         elif kind == "input_image" and role == "user":
             if part.get("file_id") is not None:
-                raise APIError(400, f"{at}.file_id: STREAM keeps no files; send the image "
+                raise APIError(400, f"{where}.file_id: STREAM keeps no files; send the image "
                                     "inline as image_url 'data:image/<type>;base64,...' or "
-                                    "by http(s) URL", param=f"{at}.file_id",
+                                    "by http(s) URL", param=f"{where}.file_id",
                                code="unsupported_content")
             out.append(image_part(part.get("image_url"), part.get("detail"),
-                                  url_param=f"{at}.image_url", detail_param=f"{at}.detail"))
+                                  url_param=f"{where}.image_url",
+                                  detail_param=f"{where}.detail"))
         else:
-            raise part_error(at, kind, role, "input_text, input_image" if role == "user"
-                             else "input_text, output_text")
+            raise part_error(where, kind, str(role), "input_text, input_image"
+                             if role == "user" else "input_text, output_text")
     return out
 
 
-def _messages(req: ResponsesRequest) -> list[dict[str, Any]]:
-    msgs: list[dict[str, Any]] = []
+def _item(item: dict[str, Any], i: int, out: list[BaseMessage],
+          limits: MessageLimits) -> None:
+    """Append what one ``input`` item says to ``out`` (consecutive function calls are one
+    assistant turn)."""
+    at = f"input[{i}]"
+    kind = item.get("type", "message")
+    if kind == "message":
+        role = item.get("role")
+        check_role(role, at, _ROLES)
+        out.append(message(role, _parts(item.get("content"), at, role), at=at, limits=limits,
+                           roles=_ROLES))
+    elif kind == "function_call":
+        call = tool_call(item.get("name"), item.get("arguments"), item.get("call_id"),
+                         at=f"{at}.arguments", name_at=f"{at}.name", default_id=f"call_{i}")
+        last = out[-1] if out else None
+        if isinstance(last, AIMessage) and last.tool_calls:
+            last.tool_calls.append(call)
+        else:
+            out.append(AIMessage("", tool_calls=[call]))
+    elif kind == "function_call_output":
+        call_id, output = item.get("call_id"), item.get("output")
+        if not isinstance(call_id, str) or not call_id:
+            raise APIError(400, f"{at} (function_call_output) needs call_id",
+                           param=f"{at}.call_id", code="missing_tool_call_id")
+        out.append(message("tool", output if isinstance(output, str) else json.dumps(output),
+                           at=at, limits=limits, tool_call_id=call_id))
+    else:
+        raise APIError(400, f"{at} has type {kind!r}; supported: message, function_call, "
+                            "function_call_output", param=f"{at}.type",
+                       code="unsupported_input")
+
+
+def _messages(req: ResponsesRequest, limits: MessageLimits) -> list[BaseMessage]:
+    out: list[BaseMessage] = []
     if req.instructions:
-        msgs.append({"role": "system", "content": req.instructions})
+        out.append(message("system", req.instructions, at="instructions", limits=limits))
     if isinstance(req.input, str):
-        msgs.append({"role": "user", "content": req.input})
-        return msgs
+        out.append(message("user", req.input, at="input", limits=limits))
+        return out
+    check_count(len(out) + len(req.input), limits, "input")
     for i, item in enumerate(req.input):
-        kind = item.get("type", "message")
-        if kind == "message":
-            role = item.get("role")
-            msgs.append({"role": role, "content": _parts(item.get("content"), i, role)})
-        elif kind == "function_call":
-            call = {"id": item.get("call_id"), "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
-            if msgs and msgs[-1]["role"] == "assistant" and msgs[-1].get("tool_calls"):
-                msgs[-1]["tool_calls"].append(call)
-            else:
-                msgs.append({"role": "assistant", "content": None, "tool_calls": [call]})
-        elif kind == "function_call_output":
-            output = item.get("output")
-            msgs.append({"role": "tool", "tool_call_id": item.get("call_id"),
-                         "content": output if isinstance(output, str) else json.dumps(output)})
-        else:
-            raise APIError(400, f"input[{i}] has type {kind!r}; supported: message, "
-                                "function_call, function_call_output", param=f"input[{i}].type",
-                           code="unsupported_input")
-    return msgs
-
-
-def parse_responses_request(body: bytes, *, limits: MessageLimits) -> ChatRequest:
-    """Validate a Responses body and translate it to a :class:`ChatRequest`.
-
-    Raises:
-        APIError: 400 (not JSON, unsupported parameters or items), 413, 422.
-    """
-    req = validate_body(body, ResponsesRequest)
-    values = {**(req.model_extra or {}), "store": req.store, "truncation": req.truncation}
-    unsupported = refused(values, _NEUTRAL, _IGNORED)
-    text = req.text or {}
-    unsupported += sorted(f"text.{k}" for k in set(text) - _TEXT_KEYS)
-    if text.get("verbosity") not in (None, "medium"):
-        unsupported.append(f"text.verbosity={text['verbosity']!r}")
-    if unsupported:
-        raise APIError(400, "unsupported parameter(s): " + ", ".join(unsupported)
-                       + " (STREAM honours model, input, instructions, stream, tools, "
-                         "tool_choice, parallel_tool_calls, temperature, top_p, "
-                         "max_output_tokens, text.format, metadata; it keeps no responses: "
-                         "store=false only)",
-                       param=unsupported[0].split("=")[0], code="unsupported_parameter")
-    chat: dict[str, Any] = {"model": req.model, "messages": _messages(req),
-                            "stream": bool(req.stream)}
-    for name in _PASS:
-        if getattr(req, name) is not None:
-            chat[name] = getattr(req, name)
-    if req.max_output_tokens is not None:
-        chat["max_tokens"] = req.max_output_tokens
-    if req.tools:
-        chat["tools"] = [_chat_tool(tool, j) for j, tool in enumerate(req.tools)]
-    if req.tool_choice is not None:
-        choice = req.tool_choice
-        if isinstance(choice, dict) and choice.get("type") == "function":
-            choice = {"type": "function", "function": {"name": choice.get("name")}}
-        chat["tool_choice"] = choice
-    fmt = text.get("format")
-    if fmt is not None:
-        chat["response_format"] = _chat_format(fmt)
-    try:
-        out = parse_chat_request(json.dumps(chat).encode(), limits=limits)
-    except APIError as exc:  # name the Responses field, not its chat-completions twin
-        if exc.param and exc.param.startswith("response_format"):
-            exc.param = "text.format"
-            exc.message = exc.message.replace("response_format.json_schema.", "text.format.")
-            exc.message = exc.message.replace("response_format", "text.format")
-        raise
-    out.extra = {"instructions": req.instructions, "tools": req.tools or [],
-                 "tool_choice": req.tool_choice or "auto",
-                 "parallel_tool_calls": req.parallel_tool_calls is not False,
-                 "metadata": req.metadata or {}, "truncation": req.truncation or "disabled",
-                 "text": {"format": fmt or {"type": "text"}, "verbosity": "medium"}}
+        _item(item, i, out, limits)
     return out
 
 
-def _chat_tool(tool: dict[str, Any], j: int) -> dict[str, Any]:
-    """A Responses function tool in chat-completions form (``strict`` kept)."""
-    if tool.get("type") != "function" or not isinstance(tool.get("name"), str):
-        raise APIError(400, f"tools[{j}]: only function tools ({{'type': 'function', "
-                            "'name': ..., 'parameters': ...}) are supported",
-                       param=f"tools[{j}]", code="invalid_tools")
-    fn = {k: tool[k] for k in ("name", "description", "parameters", "strict")
-          if tool.get(k) is not None}
-    return {"type": "function", "function": fn}
+def _unsupported(req: ResponsesRequest) -> list[str]:
+    values = {**(req.model_extra or {}), "store": req.store, "truncation": req.truncation}
+    out = refused(values, _NEUTRAL)
+    text = req.text or {}
+    out += sorted(f"text.{k}" for k in set(text) - _TEXT_KEYS)
+    if text.get("verbosity") not in (None, "medium"):
+        out.append(f"text.verbosity={text['verbosity']!r}")
+    return out
 
 
-def _chat_format(fmt: Any) -> dict[str, Any]:
-    """``text.format`` as a chat-completions ``response_format``."""
+def _format(fmt: Any) -> dict[str, Any] | None:
+    """``text.format`` as the ``response_format`` the tiers take."""
     if not isinstance(fmt, dict):
         raise APIError(400, "text.format must be an object with a 'type'",
                        param="text.format", code="invalid_response_format")
-    if fmt.get("type") == "json_schema":
-        schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
-        return {"type": "json_schema", "json_schema": schema}
-    return {"type": fmt.get("type")}
+    return response_format(fmt.get("type"), fmt, at="text.format", spec_at="text.format")
+
+
+def _tool_choice(choice: Any) -> Any:
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    return choice
+
+
+def parse_responses_request(body: bytes, *, limits: MessageLimits) -> ParsedRequest:
+    """Validate a Responses body into a :class:`~stream_langchain.proxy.schema.ParsedRequest`.
+
+    Raises:
+        APIError: 400 (not JSON, unsupported parameters or items), 413, 422; each names the
+            Responses field at fault.
+    """
+    req = validate_body(body, ResponsesRequest)
+    refuse_unsupported(_unsupported(req), _HONOURED)
+    messages = _messages(req, limits)
+    kwargs: dict[str, Any] = {n: getattr(req, n) for n in _PASS if getattr(req, n) is not None}
+    if req.max_output_tokens is not None:
+        kwargs["max_tokens"] = req.max_output_tokens
+    tools = [function_tool(t.get("type"), t, at=f"tools[{j}]", shape=_TOOL_SHAPE)
+             for j, t in enumerate(req.tools or [])]
+    kwargs.update(tool_kwargs(tools, _tool_choice(req.tool_choice), req.parallel_tool_calls))
+    fmt = (req.text or {}).get("format")
+    if fmt is not None and (checked := _format(fmt)) is not None:
+        kwargs["response_format"] = checked
+    extra = {"instructions": req.instructions, "tools": req.tools or [],
+             "tool_choice": req.tool_choice or "auto",
+             "parallel_tool_calls": req.parallel_tool_calls is not False,
+             "metadata": req.metadata or {}, "truncation": req.truncation or "disabled",
+             "text": {"format": fmt or {"type": "text"}, "verbosity": "medium"}}
+    return ParsedRequest(model=req.model, messages=messages, kwargs=kwargs,
+                         stream=bool(req.stream), extra=extra)
+
+
+def openapi_body(models: list[str]) -> dict[str, Any]:
+    """The published request schema, the served models as an enum."""
+    schema = ResponsesRequest.model_json_schema()
+    schema["properties"]["model"] = {"type": "string", "enum": models}
+    schema["additionalProperties"] = False
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": schema}}}}
 
 
 def _event(kind: str, seq: int, **fields: Any) -> bytes:
@@ -227,9 +242,9 @@ def _event(kind: str, seq: int, **fields: Any) -> bytes:
 class ResponsesEncoder:
     """``response`` objects and Responses streaming events from engine chunks."""
 
-    def __init__(self, req: ChatRequest) -> None:
+    def __init__(self, req: ParsedRequest) -> None:
         self.req = req
-        self.writer = ChunkWriter(req.model)
+        self.writer = ChunkWriter()
         self.id = "resp_" + uuid.uuid4().hex
         self.created = int(time.time())
         self.seq = 0
@@ -280,8 +295,8 @@ class ResponsesEncoder:
         return "incomplete" if self.writer.finish == "length" else "completed"
 
     def chunk(self, message: AIMessageChunk) -> list[bytes]:
-        delta = self.writer.feed(message)
-        if delta is None:
+        d = self.writer.feed(message)
+        if d is None:
             return []
         events: list[bytes] = []
         if not self._started:
@@ -289,8 +304,7 @@ class ResponsesEncoder:
             events.append(self._next("response.created", response=self.response("in_progress")))
             events.append(self._next("response.in_progress",
                                      response=self.response("in_progress")))
-        d = delta["choices"][0]["delta"]
-        if d.get("content"):
+        if d.text:
             if self._msg is None:
                 self._msg = {"type": "message", "id": "msg_" + uuid.uuid4().hex,
                              "status": "in_progress", "role": "assistant", "content": []}
@@ -305,8 +319,8 @@ class ResponsesEncoder:
                                                "annotations": []}))
             events.append(self._next("response.output_text.delta", item_id=self._msg["id"],
                                      output_index=self.items.index(self._msg),
-                                     content_index=0, delta=d["content"], logprobs=[]))
-        for piece in d.get("tool_calls") or []:
+                                     content_index=0, delta=d.text, logprobs=[]))
+        for piece in d.calls:
             index = piece["index"]
             item = self._calls.get(index)
             if item is None:
@@ -318,7 +332,7 @@ class ResponsesEncoder:
                 self.items.append(item)
                 events.append(self._next("response.output_item.added",
                                          output_index=len(self.items) - 1, item=dict(item)))
-            args = (piece.get("function") or {}).get("arguments")
+            args = piece.get("arguments")
             if args:
                 item["arguments"] += args
                 events.append(self._next("response.function_call_arguments.delta",

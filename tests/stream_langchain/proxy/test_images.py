@@ -30,9 +30,9 @@ from langchain_openai import ChatOpenAI
 
 from stream_langchain import ChatStream
 from stream_langchain.proxy import Limits, MessageLimits, ProxyConfig
+from stream_langchain.proxy.chat_completions import parse_chat_request
 from stream_langchain.proxy.errors import APIError
 from stream_langchain.proxy.responses import parse_responses_request
-from stream_langchain.proxy.schema import parse_chat_request
 from tests.stream_langchain.conftest import FixedJudge
 from tests.vision_backend import VisionBackend, png_bytes, png_data_url
 

@@ -15,7 +15,8 @@ import pytest
 from stream_langchain.context import count_text_tokens, count_tokens
 from stream_langchain.proxy import KeyRing, ProxyServer, Store, UsageRow, create_app
 from stream_langchain.proxy.auth import hash_key
-from stream_langchain.proxy.schema import MessageLimits, to_langchain
+from stream_langchain.proxy.chat_completions import to_langchain
+from stream_langchain.proxy.schema import MessageLimits
 
 from .conftest import WORDS, ScriptedModel, ServeFn, make_chat, wait_for
 
