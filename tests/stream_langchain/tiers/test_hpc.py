@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -260,6 +261,22 @@ def test_stream_through_relay_yields_tokens_and_usage(
     )
     summary = executor.futures[0].result(timeout=30)
     assert summary["ok"] and summary["frames"] >= len(texts)
+
+
+@pytest.mark.slow
+def test_structured_request_reaches_the_embedded_stand_in(
+    executor: RecordingExecutor, hpc_relay: tuple[str, str], llama_server: LlamaServer
+) -> None:
+    """response_format json_schema (vLLM's form) goes through the relay to the llama.cpp
+    stand-in, which now takes it and answers under the schema's grammar."""
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+              "additionalProperties": False}
+    llm = _hpc(executor, hpc_relay, backend_url=llama_server.base_url, max_tokens=40)
+    out = llm.invoke("Is water wet? Answer in JSON.", temperature=0, response_format={
+        "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+    assert isinstance(out.content, str) and out.content.lstrip().startswith("{")
+    if out.response_metadata.get("finish_reason") == "stop":
+        assert set(json.loads(out.content)) == {"ok"}
 
 
 @pytest.mark.slow

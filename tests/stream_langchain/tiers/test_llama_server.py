@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -122,3 +124,53 @@ def test_openai_client_streams_from_shared_server(llama_server: LlamaServer) -> 
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert sum(1 for p in pieces if p) >= 1
     assert len([p for p in pieces if p]) <= 8
+
+
+_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+           "additionalProperties": False}
+
+
+async def test_json_schema_middleware_rewrites_only_chat_bodies() -> None:
+    """The ASGI middleware hands the app llama-cpp-python's form, with a matching length."""
+    from stream_langchain.tiers._llama_server_main import JsonSchemaFormat
+
+    seen: list[tuple[str, dict[bytes, bytes], bytes]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        message = await receive()
+        seen.append((scope["path"], dict(scope["headers"]), message["body"]))
+
+    body = json.dumps({"messages": [], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "r", "schema": _SCHEMA}}}).encode()
+    parts = [body[:10], body[10:]]
+
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        queue = [{"type": "http.request", "body": p, "more_body": i == 0}
+                 for i, p in enumerate(parts)]
+
+        async def receive(queue: list[dict[str, Any]] = queue) -> dict[str, Any]:
+            return queue.pop(0)
+
+        await JsonSchemaFormat(app)({"type": "http", "path": path, "headers": [
+            (b"content-length", str(len(body)).encode())]}, receive, None)
+    (_, headers, rewritten), (_, _, untouched) = seen
+    assert json.loads(rewritten)["response_format"] == {"type": "json_object", "schema": _SCHEMA}
+    assert headers[b"content-length"] == str(len(rewritten)).encode()
+    assert untouched == body[:10]  # not a chat path: passed through as it came
+
+
+@pytest.mark.slow
+def test_stand_in_server_accepts_openai_json_schema(llama_server: LlamaServer) -> None:
+    """The embedded stand-in takes response_format json_schema (llama.cpp's 422 before) and
+    constrains the answer to the schema, as vLLM does."""
+    r = httpx.post(f"{llama_server.base_url}/chat/completions", timeout=120, json={
+        "messages": [{"role": "user", "content": "Is water wet? Answer in JSON."}],
+        "max_tokens": 40, "temperature": 0,
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": "answer", "schema": _SCHEMA}}})
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    content = choice["message"]["content"]
+    assert content.lstrip().startswith("{")
+    if choice["finish_reason"] == "stop":
+        assert set(json.loads(content)) == {"ok"}
