@@ -130,6 +130,10 @@ _SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "require
            "additionalProperties": False}
 
 
+async def _no_send(message: Any) -> None:
+    raise AssertionError("the app under test sends nothing")
+
+
 async def test_json_schema_middleware_rewrites_only_chat_bodies() -> None:
     """The ASGI middleware hands the app llama-cpp-python's form, with a matching length."""
     from stream_langchain.tiers._llama_server_main import JsonSchemaFormat
@@ -152,7 +156,7 @@ async def test_json_schema_middleware_rewrites_only_chat_bodies() -> None:
             return queue.pop(0)
 
         await JsonSchemaFormat(app)({"type": "http", "path": path, "headers": [
-            (b"content-length", str(len(body)).encode())]}, receive, None)
+            (b"content-length", str(len(body)).encode())]}, receive, _no_send)
     (_, headers, rewritten), (_, _, untouched) = seen
     assert json.loads(rewritten)["response_format"] == {"type": "json_object", "schema": _SCHEMA}
     assert headers[b"content-length"] == str(len(rewritten)).encode()
