@@ -174,61 +174,51 @@ class EmbeddedHPC:
             _LIVE.add(self)
             _install_sigterm_handler()
             try:
-                # Workers first, forked before this stack starts any thread of its own.
-                # fork, not spawn: spawn re-imports the user's __main__ in every worker, which
-                # breaks scripts without an ``if __name__ == "__main__"`` guard. The workers
-                # only run hpc_functions (httpx + relay). They ignore SIGINT: Ctrl-C is
-                # handled here, and close() then stops them; and they exit by themselves if
-                # this process dies without closing them (SIGKILL, a crash).
-                self._executor = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=self.workers,
-                    mp_context=multiprocessing.get_context("fork"),
-                    initializer=_init_worker,
-                    initargs=(os.getpid(),),
-                )
-                from hpc_functions import ping
-
-                warm = [self._executor.submit(ping) for _ in range(self.workers)]
-                for f in warm:
-                    status = f.result(timeout=120)
-                    if not status["ok"]:
-                        raise ImportError(f"HPC workers cannot import {status['missing']}")
+                self._executor = _start_workers(self.workers)
                 secret = new_relay_secret()
                 self._relay = relay.run_in_thread(secret=secret, host="127.0.0.1", port=0)
-                if self._given_server is not None:
-                    server = self._given_server
-                    if not server.running:
-                        raise RuntimeError("the LlamaServer passed as server= is not running")
-                else:
-                    path, fmt = self._backend_model()
-                    self._server = server = LlamaServer(
-                        path, chat_format=fmt, n_ctx=self.n_ctx, n_threads=self.n_threads
-                    ).start()
-                kwargs: dict[str, Any] = {
-                    "executor": self._executor,
-                    "relay_url": self._relay.url,
-                    "relay_secret": secret,
-                    "backend_url": server.base_url,
-                    "model": server.model_alias,
-                    "max_tokens": self.max_tokens,
-                    "temperature": self.temperature,
-                    "queue_timeout": self.queue_timeout,
-                    "first_token_timeout": self.first_token_timeout,
-                    "idle_timeout": self.idle_timeout,
-                }
-                # Measured (python -m benchmarks.models --tools-only; see
-                # tests/stream_langchain/tiers/test_hpc_standard.py): with llama.cpp's
-                # chatml-function-calling parser the 1.5B calls tools for only about half of the
-                # tool questions with tool_choice="auto", and "any"/"required" are refused; so
-                # the profile says no (StreamLLM.metadata reads it). A real vLLM tier sets its own.
-                kwargs["profile"] = {"tool_calling": False, "structured_output": False,
-                                     "max_input_tokens": self.n_ctx, "image_inputs": False}
-                kwargs.update(self._chat_kwargs)
-                self._chat = ChatHPC(**kwargs)
+                server = self._start_backend()
+                self._chat = ChatHPC(**self._chat_config(server, secret))
             except BaseException:
                 self._close_locked()
                 raise
             return self
+
+    def _start_backend(self) -> LlamaServer:
+        """The given running server, or a new one over the backend model."""
+        if self._given_server is not None:
+            if not self._given_server.running:
+                raise RuntimeError("the LlamaServer passed as server= is not running")
+            return self._given_server
+        path, fmt = self._backend_model()
+        self._server = LlamaServer(
+            path, chat_format=fmt, n_ctx=self.n_ctx, n_threads=self.n_threads
+        ).start()
+        return self._server
+
+    def _chat_config(self, server: LlamaServer, secret: str) -> dict[str, Any]:
+        """ChatHPC's arguments over the started parts (``chat_kwargs`` last)."""
+        kwargs: dict[str, Any] = {
+            "executor": self._executor,
+            "relay_url": self._relay.url,
+            "relay_secret": secret,
+            "backend_url": server.base_url,
+            "model": server.model_alias,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "queue_timeout": self.queue_timeout,
+            "first_token_timeout": self.first_token_timeout,
+            "idle_timeout": self.idle_timeout,
+        }
+        # Measured (python -m benchmarks.models --tools-only; see
+        # tests/stream_langchain/tiers/test_hpc_standard.py): with llama.cpp's
+        # chatml-function-calling parser the 1.5B calls tools for only about half of the
+        # tool questions with tool_choice="auto", and "any"/"required" are refused; so
+        # the profile says no (StreamLLM.metadata reads it). A real vLLM tier sets its own.
+        kwargs["profile"] = {"tool_calling": False, "structured_output": False,
+                             "max_input_tokens": self.n_ctx, "image_inputs": False}
+        kwargs.update(self._chat_kwargs)
+        return kwargs
 
     def _backend_model(self) -> tuple[str, str | None]:
         """The backend's GGUF and chat format (assembling the default model if needed)."""
@@ -341,3 +331,32 @@ def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor, grace: float = 5.0)
             p.join()
     with contextlib.suppress(Exception):
         pool.shutdown(wait=True)
+
+
+def _start_workers(workers: int) -> concurrent.futures.ProcessPoolExecutor:
+    """The worker pool standing in for the endpoint, warmed and checked.
+
+    Workers come first, forked before the stack starts any thread of its own. fork, not
+    spawn: spawn re-imports the user's ``__main__`` in every worker, which breaks scripts
+    without an ``if __name__ == "__main__"`` guard. The workers only run hpc_functions (httpx
+    + relay). They ignore SIGINT: Ctrl-C is handled by the stack, and ``close()`` then stops
+    them; and they exit by themselves if this process dies without closing them (SIGKILL, a
+    crash).
+    """
+    from hpc_functions import ping
+
+    executor = concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("fork"),
+        initializer=_init_worker,
+        initargs=(os.getpid(),),
+    )
+    try:
+        for f in [executor.submit(ping) for _ in range(workers)]:
+            status = f.result(timeout=120)
+            if not status["ok"]:
+                raise ImportError(f"HPC workers cannot import {status['missing']}")
+    except BaseException:
+        _stop_pool(executor)
+        raise
+    return executor
