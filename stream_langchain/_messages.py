@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     HumanMessage,
     convert_to_openai_messages,
 )
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.outputs import ChatGenerationChunk
 
-__all__ = ["CONTINUE_PROMPT", "check_messages", "continuation", "latest_user_text",
-           "to_openai_messages"]
+__all__ = ["CONTINUE_PROMPT", "check_messages", "continuation", "final_chunk",
+           "latest_user_text", "to_openai_messages"]
 
 from stream_langchain.capabilities import IMAGE_PART_TYPES, check_image_part
 
@@ -97,3 +100,26 @@ def to_openai_messages(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
                               if not (isinstance(p, dict) and p.get("type") in _TOOL_CALL_PARTS)]
     return msgs
 
+
+
+def final_chunk(*, usage: Mapping[str, int] | None = None, content: str = "",
+                response_metadata: Mapping[str, Any] | None = None,
+                **fields: Any) -> ChatGenerationChunk:
+    """The last chunk of a stream (``chunk_position="last"``), with the usage the stream
+    measured: ``input_tokens`` / ``output_tokens`` (``total_tokens`` is their sum); no
+    ``usage_metadata`` when ``usage`` is ``None``. ``fields`` go to the ``AIMessageChunk``
+    (``tool_call_chunks``, for example).
+
+    Example:
+        >>> last = final_chunk(usage={"input_tokens": 7, "output_tokens": 3},
+        ...                    response_metadata={"finish_reason": "stop"})
+        >>> last.message.usage_metadata["total_tokens"], last.message.chunk_position
+        (10, 'last')
+    """
+    if usage is not None:
+        n_in, n_out = int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
+        fields["usage_metadata"] = UsageMetadata(input_tokens=n_in, output_tokens=n_out,
+                                                 total_tokens=n_in + n_out)
+    return ChatGenerationChunk(message=AIMessageChunk(
+        content=content, response_metadata=dict(response_metadata or {}),
+        chunk_position="last", **fields))

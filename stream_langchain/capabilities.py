@@ -35,6 +35,7 @@ __all__ = [
     "Capabilities",
     "Needs",
     "check_image_part",
+    "model_name",
     "request_needs",
     "tier_capabilities",
     "validate_capabilities",
@@ -51,6 +52,22 @@ IMAGE_PART_TYPES = frozenset({"image_url", "image"})
 _PROFILE_KEYS = {"vision": "image_inputs", "image_urls": "image_url_inputs",
                  "tools": "tool_calling", "context_window": "max_input_tokens"}
 _RUNTIME_WINDOW = ("n_ctx", "num_ctx")  # llama.cpp, Ollama: the window actually allocated
+
+
+def model_name(model: BaseChatModel) -> str:
+    """The model's name as providers report it (``model_name``, ``model``, ``model_id``,
+    ``deployment_name``), else its type; the one name every record and trace uses.
+
+    Example:
+        >>> from langchain_core.language_models import GenericFakeChatModel
+        >>> model_name(GenericFakeChatModel(messages=iter([])))
+        'generic-fake-chat-model'
+    """
+    for attr in ("model_name", "model", "model_id", "deployment_name"):
+        value = getattr(model, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return model._llm_type
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 from langchain_core.callbacks import (
@@ -25,13 +25,14 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from stream_langchain._messages import check_messages, latest_user_text
 from stream_langchain._run import (
     AllTiersFailed,
+    Binder,
     RequestRun,
     atier_stream,
-    model_name,
     tier_stream,
 )
 from stream_langchain.capabilities import (
     Capabilities,
+    model_name,
     request_needs,
     tier_capabilities,
     validate_capabilities,
@@ -41,9 +42,6 @@ from stream_langchain.context import (
     ContextFitter,
     MemoryFitter,
     afit_with,
-    count_text_tokens,
-    count_tokens,
-    estimate_with,
     fit_with,
     model_counter,
     prepare_with,
@@ -104,6 +102,39 @@ def _answer_limit(model: BaseChatModel) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+class _ContextEvents:
+    """Summarization progress to ``on_context_event`` and, as LangChain custom events
+    (``stream_summarize_start`` / ``_end``), to the run's callback handlers: :meth:`emit`
+    on the sync path, :meth:`aemit` on the async one."""
+
+    def __init__(self, hook: Callable[[str, dict[str, Any]], None] | None,
+                 run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+                 ) -> None:
+        self.hook = hook
+        self.run_id = None if run_manager is None else run_manager.run_id
+        self.args: tuple[Any, ...] | None = None
+        if run_manager is not None:
+            self.args = (run_manager.handlers, run_manager.inheritable_handlers,
+                         run_manager.parent_run_id)
+
+    def emit(self, name: str, data: dict[str, Any]) -> None:
+        if self.hook is not None:
+            self.hook(name, data)
+        if self.args is not None and self.run_id is not None:
+            handlers, inheritable, parent = self.args
+            CallbackManager(handlers, inheritable, parent_run_id=parent).on_custom_event(
+                f"stream_{name}", data, run_id=self.run_id)
+
+    async def aemit(self, name: str, data: dict[str, Any]) -> None:
+        if self.hook is not None:
+            self.hook(name, data)
+        if self.args is not None and self.run_id is not None:
+            handlers, inheritable, parent = self.args
+            await AsyncCallbackManager(handlers, inheritable,
+                                       parent_run_id=parent).on_custom_event(
+                f"stream_{name}", data, run_id=self.run_id)
 
 
 class ChatStream(BaseChatModel):
@@ -493,24 +524,75 @@ class ChatStream(BaseChatModel):
         async for chunk in super().astream(input, config, stop=stop, **kwargs):
             yield chunk
 
+    # ------------------------------------------------------------------ what other faces use
+
+    def routable_tiers(self, tier: str | None = None) -> dict[str, BaseChatModel]:
+        """The tiers a request may be routed to: only ``tier`` when it is forced, else every
+        configured tier this ChatStream allows (no cloud when ``allow_cloud`` is false).
+
+        Example:
+            >>> from langchain_core.language_models import GenericFakeChatModel
+            >>> fake = GenericFakeChatModel(messages=iter([]))
+            >>> sorted(ChatStream(local=fake, cloud=fake, allow_cloud=False).routable_tiers())
+            ['local']
+        """
+        tiers = {t: m for t, m in self.tiers.items() if t != "cloud" or self.allow_cloud}
+        if tier is not None:
+            return {tier: tiers[tier]} if tier in tiers else {}
+        return tiers
+
+    def window(self, tier: str) -> int | None:
+        """``tier``'s context window in tokens as routing uses it: ``context_windows``, else
+        what its model allocates (``n_ctx``, ``num_ctx``, an Ollama server's learned window,
+        never above the trained length), else its profile's ``max_input_tokens``; ``None``
+        when unknown.
+
+        Example:
+            >>> from langchain_core.language_models import GenericFakeChatModel
+            >>> fake = GenericFakeChatModel(messages=iter([]))
+            >>> ChatStream(local=fake, context_windows={"local": 4096}).window("local")
+            4096
+        """
+        window = self.context_windows.get(tier, self._caps[tier].context_window)
+        if tier in self._ollama and isinstance(window, int):
+            window = self._ollama[tier].cap(window)  # never above the trained length
+        return window if isinstance(window, int) and window > 0 else None
+
+    def answer_limit(self, tier: str | None = None) -> int | None:
+        """The answer's length limit in tokens: :attr:`max_tokens`, else the tier model's
+        own (``max_tokens``, ``num_predict``, ``max_output_tokens``); without ``tier``, the
+        largest among :meth:`routable_tiers`. ``None``: no limit known."""
+        if self.max_tokens:
+            return self.max_tokens
+        names = [tier] if tier is not None else list(self.routable_tiers())
+        limits = [n for t in names if (n := _answer_limit(self._tier_models[t])) is not None]
+        return max(limits) if limits else None
+
+    def _budget_tokens(self, tier: str) -> int:
+        """The prompt budget for ``tier``: its window minus the answer's reserve."""
+        window = self.window(tier)
+        if window is None:
+            return 1 << 62
+        reserve = self.context_reserve.get(tier)
+        if reserve is None:
+            reserve = min(self.answer_limit(tier) or 4096, window // 2)
+        return max(window - reserve, 0)
+
+    _window = window  # the name the tests and older callers use
+
     # ------------------------------------------------------------------ the request path
 
-    def _begin(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[str, int]:
+    def _open(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> str:
+        """Check the request; the text the judge reads."""
         check_messages(messages)
         tier = kwargs.get("tier")
         if tier is not None:
             validate_tier(tier)
-        return latest_user_text(messages), count_tokens(messages,
-                                                        image_tokens=self.image_tokens)
+        return latest_user_text(messages)
 
-    def _route(
-        self,
-        messages: list[BaseMessage],
-        judgement: Judgement,
-        context_tokens: int,
-        kwargs: dict[str, Any],
-        started: float,
-    ) -> RequestRun:
+    def _route(self, messages: list[BaseMessage], judgement: Judgement,
+               kwargs: dict[str, Any], started: float) -> RequestRun:
+        """The request's run, with its route planned (the policy's inputs are ours)."""
         complexity = judgement.complexity
         if (
             complexity is Complexity.HIGH
@@ -519,55 +601,48 @@ class ChatStream(BaseChatModel):
         ):
             complexity = Complexity.MEDIUM
         needs = request_needs(messages, tools=bool(kwargs.get("tools")))
-        budgets = {t: self._budget_tokens(t) for t in self.tiers if self._window(t)}
-        fitted: dict[str, int] | None = None
-        if self._fitter is not None and kwargs.get("tier") is None:
-            sizes = {t: estimate_with(self._fitter, messages, budget_tokens=b, tier=t)
-                     for t, b in budgets.items()}
-            fitted = {t: n for t, n in sizes.items() if n is not None} or None
-        plan = plan_route(
+        run = RequestRun(
+            messages=messages, judgement=judgement, complexity=complexity,
+            model_names={t: model_name(m) for t, m in self.tiers.items()},
+            budgets={t: self._budget_tokens(t) for t in self.tiers if self.window(t)},
+            fitter=self._fitter, image_tokens=self.image_tokens, started=started,
+            failover=self.failover, needs=needs.record(),
+        )
+        fitted = run.fitted_sizes() if kwargs.get("tier") is None else None
+        run.route(plan_route(
             complexity,
             available=self.tiers,
             breaker=self._breaker,
             override=kwargs.get("tier"),
             allow_cloud=self.allow_cloud,
             budget=self._budget,
-            context_tokens=context_tokens,
-            context_windows=budgets if self._fitter is None or fitted else None,
+            context_tokens=run.context_tokens,
+            context_windows=run.budgets if self._fitter is None or fitted else None,
             fitted_tokens=fitted,
             capabilities=self._caps,
             needs=needs,
-        )
-        run = RequestRun(
-            messages=messages, judgement=judgement, complexity=complexity, plan=plan,
-            models=self.tiers, context_tokens=context_tokens, started=started,
-            failover=self.failover,
-        )
-        run.needs = needs.record()
+        ))
         return run
 
-    def _tier_model(self, tier: str, kwargs: dict[str, Any]) -> tuple[Runnable[Any, Any],
-                                                                        dict[str, Any]]:
-        ollama = self._ollama.get(tier)
-        base = self._tier_models[tier] if ollama is None else ollama.request_model()
-        model: Runnable[Any, Any] = base
+    def _binder(self, kwargs: dict[str, Any]) -> Binder:
+        """How this request reaches a tier: its model (tools bound) and the call's kwargs."""
         tools = kwargs.get("tools")
-        if tools:
-            choice = kwargs.get("tool_choice")
+        choice = kwargs.get("tool_choice")
+        forward = {k: v for k, v in kwargs.items() if k not in _ROUTER_KWARGS}
+
+        def bind(tier: str) -> tuple[Runnable[Any, Any], dict[str, Any]]:
+            ollama = self._ollama.get(tier)
+            base = self._tier_models[tier] if ollama is None else ollama.request_model()
+            if not tools:
+                return base, forward
             extra = {"tool_choice": choice} if choice is not None else {}
             try:
-                model = base.bind_tools(tools, **extra)
+                return base.bind_tools(tools, **extra), forward
             except NotImplementedError as exc:
                 raise UnsupportedFeature(f"{type(base).__name__} ({model_name(base)})",
                                          "tool calling") from exc
-        forward = {k: v for k, v in kwargs.items() if k not in _ROUTER_KWARGS}
-        return model, forward
 
-    def _window(self, tier: str) -> int | None:
-        window = self.context_windows.get(tier, self._caps[tier].context_window)
-        if tier in self._ollama and isinstance(window, int):
-            window = self._ollama[tier].cap(window)  # never above the trained length
-        return window if isinstance(window, int) and window > 0 else None
+        return bind
 
     def _learn_wanted(self, kwargs: dict[str, Any]) -> list[str]:
         """Ollama tiers to learn about before routing: healthy ones this request may use."""
@@ -578,105 +653,55 @@ class ChatStream(BaseChatModel):
         if caps is not None:
             self._caps[tier] = tier_capabilities(self.tiers[tier], self.capabilities.get(tier),
                                                  learned=caps)
-        self._ollama[tier].use_window(self._window(tier))
+        self._ollama[tier].use_window(self.window(tier))
 
-    def _explain(self, tier: str, exc: BaseException) -> BaseException:
-        """A tier's error as the user should read it (Ollama's, see OllamaTier.explain)."""
+    def _sending(self, tier: str) -> None:
+        """Just before a tier is called (an Ollama tier checks its server's state)."""
+        if tier in self._ollama:
+            self._ollama[tier].check()
+
+    def _failed(self, run: RequestRun, tier: str, exc: BaseException) -> None:
+        """A tier failed: its health, and the error as the user should read it (Ollama's,
+        see OllamaTier.explain)."""
+        self._breaker.record_failure(tier)
         ollama = self._ollama.get(tier)
-        return exc if ollama is None else ollama.explain(exc)
-
-    def _budget_tokens(self, tier: str) -> int:
-        """The prompt budget for ``tier``: its window minus the answer's reserve."""
-        window = self._window(tier)
-        if window is None:
-            return 1 << 62
-        reserve = self.context_reserve.get(tier)
-        if reserve is None:
-            limit = self.max_tokens or _answer_limit(self._tier_models[tier]) or 4096
-            reserve = min(limit, window // 2)
-        return max(window - reserve, 0)
+        run.on_error(tier, exc if ollama is None else ollama.explain(exc))
 
     def _prepare_context(self, run: RequestRun) -> None:
         """After an answer: let the fitter start the summary the next request will want
         (in the background; sized for the smallest window among the tiers)."""
-        if self._fitter is None or not run.partial:
+        if self._fitter is None or not run.partial or not run.budgets:
             return
-        windowed = [t for t in self.tiers if self._window(t)]
-        if not windowed:
-            return
-        tier = min(windowed, key=self._budget_tokens)
-        history = [*run.messages, AIMessage("".join(run.partial))]
+        tier = min(run.budgets, key=run.budgets.__getitem__)
         try:
-            prepare_with(self._fitter, history, budget_tokens=self._budget_tokens(tier),
-                         tier=tier)
+            with run.counting():
+                prepare_with(self._fitter, run.history(), budget_tokens=run.budgets[tier],
+                             tier=tier)
         except Exception as exc:  # preparing ahead must never fail an answer
             logger.warning("context preparation failed: %s: %s", type(exc).__name__, exc)
 
-    def _emitter(self, run_manager: CallbackManagerForLLMRun | None,
-                 ) -> Callable[[str, dict[str, Any]], None]:
-        """Summarization progress to :attr:`on_context_event` and, as LangChain custom
-        events, to the run's callback handlers."""
-        hook = self.on_context_event
-        manager = None if run_manager is None else CallbackManager(
-            run_manager.handlers, run_manager.inheritable_handlers,
-            parent_run_id=run_manager.parent_run_id)
-
-        def emit(name: str, data: dict[str, Any]) -> None:
-            if hook is not None:
-                hook(name, data)
-            if manager is not None and run_manager is not None:
-                manager.on_custom_event(f"stream_{name}", data, run_id=run_manager.run_id)
-
-        return emit
-
-    def _aemitter(self, run_manager: AsyncCallbackManagerForLLMRun | None,
-                  ) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
-        hook = self.on_context_event
-        manager = None if run_manager is None else AsyncCallbackManager(
-            run_manager.handlers, run_manager.inheritable_handlers,
-            parent_run_id=run_manager.parent_run_id)
-
-        async def emit(name: str, data: dict[str, Any]) -> None:
-            if hook is not None:
-                hook(name, data)
-            if manager is not None and run_manager is not None:
-                await manager.on_custom_event(f"stream_{name}", data,
-                                              run_id=run_manager.run_id)
-
-        return emit
+    def _events(self, run_manager: CallbackManagerForLLMRun
+                | AsyncCallbackManagerForLLMRun | None) -> _ContextEvents:
+        return _ContextEvents(self.on_context_event, run_manager)
 
     def _succeeded(self, run: RequestRun, tier: str) -> ChatGenerationChunk:
+        """The answer is complete: health, Ollama's state, the cloud's charge, the record."""
         self._breaker.record_success(tier)
-        record = run.record(tier)
+        fields: dict[str, Any] = {}
         if tier in self._ollama:
             self._ollama[tier].on_success()
-            record.ollama = self._ollama[tier].record()
-        usage = dict(run.usage)
-        # A tier that reports no usage, or no prompt tokens, is counted here so budgets never
-        # see a free answer; the record says these numbers are estimates.
-        if not usage["input_tokens"]:
-            usage["input_tokens"] = run.context_tokens
-            record.usage_estimated = True
-        if not usage["output_tokens"] and run.partial:
-            usage["output_tokens"] = count_text_tokens("".join(run.partial))
-            record.usage_estimated = True
-        record.usage = {"input_tokens": usage["input_tokens"],
-                        "output_tokens": usage["output_tokens"]}
+            fields["ollama"] = self._ollama[tier].record()
+        usage = run.answer_usage()
         if tier == "cloud":
-            record.cloud_cost_usd = self._budget.charge(
-                model_name(self.tiers[tier]),
-                input_tokens=usage["input_tokens"],
-                output_tokens=usage["output_tokens"],
-            )
+            fields["cloud_cost_usd"] = self._budget.charge(
+                model_name(self.tiers[tier]), input_tokens=usage[0]["input_tokens"],
+                output_tokens=usage[0]["output_tokens"])
         if math.isfinite(self._budget.limit_usd):
-            record.cloud_budget_remaining_usd = round(self._budget.remaining_usd, 6)
+            fields["cloud_budget_remaining_usd"] = round(self._budget.remaining_usd, 6)
         if self.high_threshold > 0:
-            record.high_threshold = self.high_threshold
-        final = run.final_chunk(record)
-        added = {k: usage[k] - run.usage[k] for k in ("input_tokens", "output_tokens")}
-        if any(added.values()):  # the estimate reaches usage callbacks too, once
-            final.message.usage_metadata = {**added,  # type: ignore[attr-defined]
-                                            "total_tokens": sum(added.values())}
+            fields["high_threshold"] = self.high_threshold
+        final = run.finish(tier, usage, **fields)
+        self._prepare_context(run)
         return final
 
     def _stream(
@@ -687,40 +712,30 @@ class ChatStream(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         started = time.perf_counter()
-        stop = stop or self.stop
-        text, tokens = self._begin(messages, kwargs)
+        text = self._open(messages, kwargs)
         judgement = _FORCED if kwargs.get("tier") is not None else self._judge.judge(text)
         for tier in self._learn_wanted(kwargs):
             self._learned(tier, self._ollama[tier].learn())
-        run = self._route(messages, judgement, tokens, kwargs, started)
-        for tier in run.plan.order:
-            try:
-                model, forward = self._tier_model(tier, kwargs)
-            except NotImplementedError as exc:  # a capability gap, not ill health
-                run.on_error(tier, exc)
-                continue
-            msgs = run.messages_for(tier)
-            if self._fitter is not None:
-                fitted = fit_with(self._fitter, msgs, budget_tokens=self._budget_tokens(tier),
-                                  tier=tier, on_event=self._emitter(run_manager))
-                if not run.use_fit(tier, fitted):
+        run = self._route(messages, judgement, kwargs, started)
+        events = self._events(run_manager)
+        for attempt in run.attempts(self._binder(kwargs), stop=stop or self.stop):
+            if attempt.fit_needed and self._fitter is not None:
+                with run.counting():
+                    fitted = fit_with(self._fitter, attempt.messages, budget_tokens=attempt.budget,
+                                      tier=attempt.tier, on_event=events.emit)
+                if not run.use_fit(attempt, fitted):
                     continue
-                msgs = fitted.messages
             try:
-                if tier in self._ollama:
-                    self._ollama[tier].check()
-                for message in tier_stream(model, msgs, stop=stop, **forward):
-                    chunk = run.on_chunk(tier, message)
+                self._sending(attempt.tier)
+                for message in tier_stream(attempt.model, attempt.messages, **attempt.kwargs):
+                    chunk = run.on_chunk(attempt.tier, message)
                     if run_manager and chunk.text:
                         run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             except Exception as exc:
-                self._breaker.record_failure(tier)
-                run.on_error(tier, self._explain(tier, exc))
+                self._failed(run, attempt.tier, exc)
                 continue
-            final = self._succeeded(run, tier)
-            self._prepare_context(run)
-            yield final
+            yield self._succeeded(run, attempt.tier)
             return
         raise run.all_failed()
 
@@ -732,42 +747,33 @@ class ChatStream(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         started = time.perf_counter()
-        stop = stop or self.stop
-        text, tokens = self._begin(messages, kwargs)
+        text = self._open(messages, kwargs)
         judgement = (_FORCED if kwargs.get("tier") is not None
                      else await self._judge.ajudge(text))
         for tier in self._learn_wanted(kwargs):
             self._learned(tier, await self._ollama[tier].alearn())
-        run = self._route(messages, judgement, tokens, kwargs, started)
-        for tier in run.plan.order:
-            try:
-                model, forward = self._tier_model(tier, kwargs)
-            except NotImplementedError as exc:  # a capability gap, not ill health
-                run.on_error(tier, exc)
-                continue
-            msgs = run.messages_for(tier)
-            if self._fitter is not None:
-                fitted = await afit_with(
-                    self._fitter, msgs, budget_tokens=self._budget_tokens(tier), tier=tier,
-                    on_event=self._aemitter(run_manager))
-                if not run.use_fit(tier, fitted):
+        run = self._route(messages, judgement, kwargs, started)
+        events = self._events(run_manager)
+        for attempt in run.attempts(self._binder(kwargs), stop=stop or self.stop):
+            if attempt.fit_needed and self._fitter is not None:
+                with run.counting():
+                    fitted = await afit_with(self._fitter, attempt.messages,
+                                             budget_tokens=attempt.budget, tier=attempt.tier,
+                                             on_event=events.aemit)
+                if not run.use_fit(attempt, fitted):
                     continue
-                msgs = fitted.messages
             try:
-                if tier in self._ollama:
-                    self._ollama[tier].check()
-                async for message in atier_stream(model, msgs, stop=stop, **forward):
-                    chunk = run.on_chunk(tier, message)
+                self._sending(attempt.tier)
+                async for message in atier_stream(attempt.model, attempt.messages,
+                                                  **attempt.kwargs):
+                    chunk = run.on_chunk(attempt.tier, message)
                     if run_manager and chunk.text:
                         await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
                     yield chunk
             except Exception as exc:
-                self._breaker.record_failure(tier)
-                run.on_error(tier, self._explain(tier, exc))
+                self._failed(run, attempt.tier, exc)
                 continue
-            final = self._succeeded(run, tier)
-            self._prepare_context(run)
-            yield final
+            yield self._succeeded(run, attempt.tier)
             return
         raise run.all_failed()
 

@@ -7,7 +7,9 @@ import json
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from langchain_core.language_models import BaseLanguageModel
@@ -17,9 +19,11 @@ __all__ = [
     "IMAGE_TOKENS",
     "PER_MESSAGE",
     "TokenCounter",
+    "CountMemo",
     "cl100k_counter",
     "count_text_tokens",
     "count_tokens",
+    "counted_once",
     "describe_part",
     "message_text",
     "model_counter",
@@ -39,6 +43,49 @@ _IMAGE_PARTS = frozenset({"image_url", "image", "input_image"})
 
 TokenCounter = Callable[[Sequence[BaseMessage]], int]
 """Tokens of a message list in some tier's tokenizer, framing included."""
+
+CountMemo = dict[tuple[int, int, int], tuple[BaseMessage, int]]
+"""One request's counts: ``(tokenizer, image tokens, id(message)) -> (message, tokens)``
+(the message is held so its id stays its own while the memo lives)."""
+
+_MEMO: ContextVar[CountMemo | None] = ContextVar("stream_count_memo", default=None)
+_CL100K = 0  # the tokenizer key of cl100k; a model's own tokenizer is keyed by id(model)
+
+
+@contextmanager
+def counted_once(memo: CountMemo) -> Iterator[None]:
+    """Within this block every message is counted at most once per tokenizer: counts go to
+    and come from ``memo``, which one request keeps across its blocks (so the conversation
+    counted for routing is not counted again for each tier's fit). Keep ``yield`` (a
+    generator's) out of the block.
+
+    Example:
+        >>> from langchain_core.messages import HumanMessage
+        >>> memo: CountMemo = {}
+        >>> msgs = [HumanMessage("hello world")]
+        >>> with counted_once(memo):
+        ...     count_tokens(msgs), cl100k_counter(1.5)(msgs), len(memo)
+        (6, 9, 1)
+    """
+    token = _MEMO.set(memo)
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def _memo_count(tokenizer: int, image_tokens: int, message: BaseMessage,
+                count: Callable[[BaseMessage], int]) -> int:
+    memo = _MEMO.get()
+    if memo is None:
+        return count(message)
+    key = (tokenizer, image_tokens, id(message))
+    hit = memo.get(key)
+    if hit is not None and hit[0] is message:
+        return hit[1]
+    n = count(message)
+    memo[key] = (message, n)
+    return n
 
 
 @functools.lru_cache(maxsize=1)
@@ -113,7 +160,9 @@ def count_tokens(messages: Sequence[BaseMessage], *, image_tokens: int = IMAGE_T
         >>> count_tokens([HumanMessage("hello world")])
         6
     """
-    return sum(count_text_tokens(_countable_text(m)) + PER_MESSAGE + image_tokens * _images(m)
+    return sum(_memo_count(_CL100K, image_tokens, m,
+                           lambda m: count_text_tokens(_countable_text(m)) + PER_MESSAGE
+                           + image_tokens * _images(m))
                for m in messages)
 
 
@@ -151,12 +200,15 @@ def model_counter(model: BaseLanguageModel[Any], *, margin: float = 1.15,
         return fallback
     broken = threading.Event()
 
+    def own(m: BaseMessage) -> int:
+        return (len(model.get_token_ids(_countable_text(m))) + _OWN_PER_MESSAGE
+                + image_tokens * _images(m))
+
     def count(messages: Sequence[BaseMessage]) -> int:
         if broken.is_set():
             return fallback(messages)
         try:
-            return sum(len(model.get_token_ids(_countable_text(m))) + _OWN_PER_MESSAGE
-                       + image_tokens * _images(m) for m in messages)
+            return sum(_memo_count(id(model), image_tokens, m, own) for m in messages)
         except Exception as exc:
             broken.set()
             logger.warning("%s: its tokenizer failed (%s: %s); counting with cl100k x %.2f",

@@ -39,6 +39,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
+from stream_langchain.capabilities import model_name
 from stream_langchain.context._cache import LRUSummaryCache, SummaryCache, prefix_hashes
 from stream_langchain.context._count import (
     IMAGE_TOKENS,
@@ -178,12 +179,7 @@ class _Plan:
     spans: list[tuple[int, int]] = field(default_factory=list)
 
 
-def _name(model: BaseChatModel) -> str:
-    for attr in ("model_name", "model", "model_id"):
-        value = getattr(model, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return model._llm_type
+_name = model_name  # the one naming rule (capabilities.model_name), as MemoryFitter imports it
 
 
 def _limited(model: BaseChatModel, max_tokens: int) -> BaseChatModel:
@@ -243,6 +239,21 @@ class _DetailedFitter:
     def counter(self, tier: str) -> TokenCounter:
         """The token counter used for ``tier``."""
         return self.counters.get(tier, self._fallback)
+
+    def estimate(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
+                 tier: str) -> int:
+        """Tokens after fitting to ``tier``, no model called: the conversation's own size
+        when it is sent as it is, never less than ``budget_tokens`` when it must change."""
+        raise NotImplementedError
+
+    def settle(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
+               tier: str) -> Fitted | int:
+        """The fit itself when the conversation goes to ``tier`` unchanged (so routing's
+        look is the fit, not a plan made twice); else the estimate (:meth:`estimate`)."""
+        n = self.estimate(messages, budget_tokens=budget_tokens, tier=tier)
+        if n < budget_tokens:
+            return Fitted(list(messages), False, n, n, budget_tokens, True, summary_used=False)
+        return n
 
     def fit(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
             tier: str) -> tuple[list[BaseMessage], bool]:
@@ -323,7 +334,7 @@ class SummarizingFitter(_DetailedFitter):
         if any(v < 0 for v in self.keep_turns.values()) or self._keep_default < 0:
             raise ValueError("keep_turns must be >= 0")
         self.model = model
-        self.model_name = _name(model)
+        self.model_name = model_name(model)
         self._summarizer = _limited(model, summary_tokens)
         self.trigger = trigger
         self.summary_tokens = summary_tokens
@@ -355,6 +366,17 @@ class SummarizingFitter(_DetailedFitter):
         """Tokens after fitting to ``tier`` if the summarizer works (no model is called);
         more than ``budget_tokens`` when nothing can make the conversation fit."""
         return self._plan(list(messages), budget_tokens, tier).tokens
+
+    def settle(self, messages: Sequence[BaseMessage], *, budget_tokens: int,
+               tier: str) -> Fitted | int:
+        """The fit when the conversation goes as it is, else the estimate (a summary that
+        replaces turns can be smaller than the budget: the plan's kind tells)."""
+        msgs = list(messages)
+        plan = self._plan(msgs, budget_tokens, tier)
+        if plan.kind == "asis":
+            return Fitted(msgs, False, plan.before, plan.before, budget_tokens,
+                          plan.before <= budget_tokens)
+        return plan.tokens
 
     def fit_detailed(
         self, messages: Sequence[BaseMessage], *, budget_tokens: int, tier: str,
