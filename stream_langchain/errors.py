@@ -28,6 +28,7 @@ The tree::
         ├── HPCIdleTimeout (TimeoutError)
         ├── HPCRemoteError                the node reported an error in an authentic frame
         ├── HPCTaskError                  the executor or the task failed
+        │   └── ExecutorRefused           the executor would not take the task
         └── RelayFailed                   the relay was unreachable or lost before a token
 
 The relay's own errors (:mod:`relay.errors`, root ``RelayError``: tampered, truncated,
@@ -45,6 +46,7 @@ from __future__ import annotations
 __all__ = [
     "AllTiersFailed",
     "CapabilityError",
+    "ExecutorRefused",
     "HPCError",
     "HPCFirstTokenTimeout",
     "HPCIdleTimeout",
@@ -267,6 +269,11 @@ class HPCRemoteError(HPCError):
 
 class HPCTaskError(HPCError):
     """The executor could not run the task, or the task itself raised."""
+
+
+class ExecutorRefused(HPCTaskError):
+    """The endpoint's executor would not take the task (shut down, offline): the request may
+    move to the next endpoint before the first token."""
 
 
 class RelayFailed(HPCError):

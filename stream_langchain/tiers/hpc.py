@@ -39,6 +39,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
 from stream_langchain.errors import describe
 from stream_langchain.tiers.hpc_errors import (
+    ExecutorRefused,
     HPCError,
     HPCFirstTokenTimeout,
     HPCIdleTimeout,
@@ -457,7 +458,7 @@ class ChatHPC(BaseChatModel):
         try:
             future = (executor or self.executor).submit(batch_chat, body)
         except Exception as exc:
-            raise HPCTaskError(f"executor refused the batch task: {describe(exc)}") from exc
+            raise ExecutorRefused(f"executor refused the batch task: {describe(exc)}") from exc
         try:
             result = await asyncio.wait_for(
                 asyncio.wrap_future(future), self.timeouts.queue + self.timeouts.batch
@@ -564,7 +565,7 @@ class ChatHPC(BaseChatModel):
         try:
             return executor.submit(stream_chat, body, info)  # type: ignore[no-any-return]
         except Exception as exc:
-            raise HPCTaskError(f"executor refused the task: {describe(exc)}") from exc
+            raise ExecutorRefused(f"executor refused the task: {describe(exc)}") from exc
 
 
 def _ms(since: float) -> float:

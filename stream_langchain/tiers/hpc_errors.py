@@ -7,6 +7,7 @@ another tier), more means mid-stream (a router may fail over).
 from __future__ import annotations
 
 from stream_langchain.errors import (
+    ExecutorRefused,
     HPCError,
     HPCFirstTokenTimeout,
     HPCIdleTimeout,
@@ -16,6 +17,7 @@ from stream_langchain.errors import (
 )
 
 __all__ = [
+    "ExecutorRefused",
     "HPCError",
     "HPCFirstTokenTimeout",
     "HPCIdleTimeout",
@@ -23,5 +25,3 @@ __all__ = [
     "HPCRemoteError",
     "HPCTaskError",
 ]
-
-

@@ -33,7 +33,7 @@ from typing import Any
 from langchain_core.outputs import ChatGenerationChunk
 
 from stream_langchain.errors import RelayFailed, describe
-from stream_langchain.tiers.hpc_errors import HPCError, HPCQueueTimeout, HPCTaskError
+from stream_langchain.tiers.hpc_errors import ExecutorRefused, HPCError, HPCQueueTimeout
 
 __all__ = ["HealthPool", "RelayFailed", "failover_stream"]
 
@@ -153,6 +153,15 @@ async def _attempt_endpoint(
         why = describe(last) if last else "no relay"
         raise HPCError(f"could not open the relay channel on any relay: {why}")
     reason = str(last) if last else "relay unreachable: no relay"
+    async for chunk in _batch_on(chat, body, reason, endpoint, executor, skipped):
+        yield chunk
+
+
+async def _batch_on(
+    chat: Any, body: dict[str, Any], reason: str | None, endpoint: str, executor: Any,
+    skipped: list[dict[str, str]],
+) -> AsyncIterator[ChatGenerationChunk]:
+    """Batch mode on one endpoint; the final chunk names it and what was skipped."""
     extra = {"hpc_relay": None, "hpc_endpoint": endpoint, "hpc_failovers": skipped}
     for chunk in await chat._batch(body, reason, executor=executor):
         yield _annotate(chunk, extra)
@@ -203,20 +212,15 @@ async def failover_stream(
             continue
         yielded = False
         try:
-            if stream:
-                gen = _attempt_endpoint(chat, body, endpoint, executors[endpoint], key, skipped)
-                async for chunk in gen:
-                    yielded = True
-                    yield chunk
-            else:
-                extra: dict[str, Any] = {
-                    "hpc_relay": None, "hpc_endpoint": endpoint, "hpc_failovers": skipped
-                }
-                for chunk in await chat._batch(body, batch, executor=executors[endpoint]):
-                    yield _annotate(chunk, extra)
-        except (HPCQueueTimeout, HPCTaskError) as exc:
-            refused = isinstance(exc, HPCTaskError) and "refused" in str(exc)
-            if yielded or not (isinstance(exc, HPCQueueTimeout) or refused):
+            gen = (
+                _attempt_endpoint(chat, body, endpoint, executors[endpoint], key, skipped)
+                if stream else _batch_on(chat, body, batch, endpoint, executors[endpoint], skipped)
+            )
+            async for chunk in gen:
+                yielded = True
+                yield chunk
+        except (HPCQueueTimeout, ExecutorRefused) as exc:
+            if yielded:
                 raise
             endpoints.failed(endpoint, describe(exc))
             skipped.append({"endpoint": endpoint, "error": describe(exc)})

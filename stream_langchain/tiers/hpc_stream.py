@@ -34,15 +34,8 @@ from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from hpc_functions import protocol
-from stream_langchain.errors import RelayFailed, describe
-from stream_langchain.tiers.hpc_errors import (
-    HPCError,
-    HPCFirstTokenTimeout,
-    HPCIdleTimeout,
-    HPCQueueTimeout,
-    HPCRemoteError,
-    HPCTaskError,
-)
+from stream_langchain import errors
+from stream_langchain.errors import HPCError, describe
 
 __all__ = ["TIMEOUT_KEYWORDS", "HPCTimeouts", "batch_chunks", "drive", "is_unreachable"]
 
@@ -154,7 +147,7 @@ def batch_chunks(
     """
     choices = completion.get("choices") or []
     if not choices:
-        raise HPCRemoteError(f"batch completion has no choices: {str(completion)[:200]}")
+        raise errors.HPCRemoteError(f"batch completion has no choices: {str(completion)[:200]}")
     message = choices[0].get("message") or {}
     first = _delta_chunk(
         {"content": message.get("content") or "", "tool_calls": message.get("tool_calls") or []}
@@ -242,13 +235,13 @@ class _RelayStream:
             return
         timeout, n = self._timeout(), self.tokens
         if self.phase == "queue":
-            raise HPCQueueTimeout(
+            raise errors.HPCQueueTimeout(
                 f"HPC task did not start within queue_timeout={timeout:g}s", tokens=n)
         if self.phase == "first":
-            raise HPCFirstTokenTimeout(
+            raise errors.HPCFirstTokenTimeout(
                 f"HPC task started but sent no token within first_token_timeout={timeout:g}s",
                 tokens=n)
-        raise HPCIdleTimeout(
+        raise errors.HPCIdleTimeout(
             f"HPC stream idle for more than idle_timeout={timeout:g}s after {n} tokens", tokens=n)
 
     def receive_payload(self, payload: Any, now: float) -> list[ChatGenerationChunk]:
@@ -294,14 +287,16 @@ class _RelayStream:
         self._since = now
         if error is not None:
             failed = f"HPC task failed: {describe(error)}"
-            raise HPCTaskError(failed, tokens=self.tokens) from error
+            raise errors.HPCTaskError(failed, tokens=self.tokens) from error
         if not isinstance(result, dict):
-            raise HPCTaskError(f"HPC task returned {type(result).__name__}, not a summary dict")
+            kind = type(result).__name__
+            raise errors.HPCTaskError(f"HPC task returned {kind}, not a summary dict")
         summary: protocol.BatchSummary = result  # type: ignore[assignment]
         if summary.get("mode") == "batch" and summary.get("ok"):
             return self._batch_answer(summary, now)
         if not summary.get("ok") and summary.get("error_kind") != "relay":
-            raise HPCRemoteError(f"HPC task failed: {summary.get('error')}", tokens=self.tokens)
+            failed = f"HPC task failed: {summary.get('error')}"
+            raise errors.HPCRemoteError(failed, tokens=self.tokens)
         if not summary.get("ok") and self.started_at is None:
             raise HPCError(
                 f"HPC task could not stream: {summary.get('error')}", tokens=self.tokens)
@@ -311,7 +306,7 @@ class _RelayStream:
         self, summary: protocol.BatchSummary, now: float
     ) -> list[ChatGenerationChunk]:
         if self.tokens:
-            raise HPCRemoteError(
+            raise errors.HPCRemoteError(
                 "HPC task switched to batch mode after streaming", tokens=self.tokens)
         meta = {
             "hpc_mode": "batch",
@@ -334,9 +329,10 @@ class _RelayStream:
         import relay
 
         if isinstance(exc, relay.RemoteError):
-            raise HPCRemoteError(f"HPC node reported: {exc.message}", tokens=self.tokens) from exc
+            reported = f"HPC node reported: {exc.message}"
+            raise errors.HPCRemoteError(reported, tokens=self.tokens) from exc
         if self.failover and not self.tokens and _relay_lost(exc):
-            raise RelayFailed(f"relay lost before the first token: {describe(exc)}") from exc
+            raise errors.RelayFailed(f"relay lost before the first token: {describe(exc)}") from exc
         raise HPCError(
             f"relay stream failed after {self.tokens} tokens: {describe(exc)}", tokens=self.tokens
         ) from exc
