@@ -28,7 +28,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from langchain_core.outputs import ChatGenerationChunk
 
@@ -36,6 +36,8 @@ from stream_langchain.errors import RelayFailed, describe
 from stream_langchain.tiers.hpc_errors import ExecutorRefused, HPCError, HPCQueueTimeout
 
 __all__ = ["HealthPool", "RelayFailed", "failover_stream"]
+
+_E = TypeVar("_E", bound=BaseException)
 
 
 @dataclass
@@ -123,6 +125,15 @@ def _annotate(chunk: ChatGenerationChunk, extra: dict[str, Any]) -> ChatGenerati
     return chunk
 
 
+def _skip(
+    pool: HealthPool, role: str, name: str, exc: _E, skipped: list[dict[str, str]]
+) -> _E:
+    """Record that ``name`` failed with ``exc`` (its health, the request's skipped list)."""
+    pool.failed(name, describe(exc))
+    skipped.append({role: name, "error": describe(exc)})
+    return exc
+
+
 async def _attempt_endpoint(
     chat: Any, body: dict[str, Any], endpoint: str, executor: Any, key: str,
     skipped: list[dict[str, str]],
@@ -143,9 +154,7 @@ async def _attempt_endpoint(
             ):
                 yield _annotate(chunk, extra)
         except RelayFailed as exc:
-            relays.failed(url, describe(exc))
-            skipped.append({"relay": url, "error": describe(exc)})
-            last = exc
+            last = _skip(relays, "relay", url, exc, skipped)
             continue
         relays.succeeded(url)
         return
@@ -222,9 +231,7 @@ async def failover_stream(
         except (HPCQueueTimeout, ExecutorRefused) as exc:
             if yielded:
                 raise
-            endpoints.failed(endpoint, describe(exc))
-            skipped.append({"endpoint": endpoint, "error": describe(exc)})
-            last = exc
+            last = _skip(endpoints, "endpoint", endpoint, exc, skipped)
             continue
         endpoints.succeeded(endpoint)
         return
