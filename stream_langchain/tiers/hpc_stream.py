@@ -26,7 +26,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
@@ -244,6 +244,10 @@ class _RelayStream:
         raise errors.HPCIdleTimeout(
             f"HPC stream idle for more than idle_timeout={timeout:g}s after {n} tokens", tokens=n)
 
+    def resume(self, now: float) -> None:
+        """The driver waits again after handing chunks to its caller: restart the timer."""
+        self._since = max(self._since, now)
+
     def receive_payload(self, payload: Any, now: float) -> list[ChatGenerationChunk]:
         """One verified payload from the node: the chunks it makes (a token, or none).
 
@@ -318,7 +322,7 @@ class _RelayStream:
         self.phase = "done"
         return chunks
 
-    def receive_relay_error(self, exc: BaseException) -> None:
+    def receive_relay_error(self, exc: BaseException) -> NoReturn:
         """The relay stream failed: raise the error that names what happened.
 
         Raises:
@@ -368,6 +372,21 @@ class _RelayStream:
 # -- the asyncio driver ----------------------------------------------------------------------
 
 
+def _receive_frame(
+    core: _RelayStream, frame: asyncio.Future[Any], now: float, consumer: Any
+) -> list[ChatGenerationChunk]:
+    """Feed one finished read of the relay stream (a payload, its end, or its error)."""
+    import relay
+
+    try:
+        payload = frame.result()
+    except StopAsyncIteration:
+        return [core.receive_end(now, getattr(consumer, "usage", None))]
+    except relay.RelayError as exc:
+        core.receive_relay_error(exc)
+    return core.receive_payload(payload, now)
+
+
 async def drive(
     core: _RelayStream, consumer: Any, future: concurrent.futures.Future[Any]
 ) -> AsyncIterator[ChatGenerationChunk]:
@@ -375,6 +394,8 @@ async def drive(
 
     Races the consumer's next payload against the task's completion and the core's deadline;
     on exit (end, error, or the caller closing the generator) the pending read is cancelled.
+    Time the caller spends between two chunks is not the node's silence: the phase timer
+    restarts when the driver waits again (:meth:`_RelayStream.resume`).
 
     Args:
         core: The request's state.
@@ -384,7 +405,6 @@ async def drive(
     Yields:
         The chunks, the last one carrying usage and metadata.
     """
-    import relay
 
     frames = consumer.__aiter__()
     task: asyncio.Future[Any] | None = asyncio.wrap_future(future)
@@ -398,27 +418,20 @@ async def drive(
             done, _ = await asyncio.wait(waiting, timeout=wait,
                                          return_when=asyncio.FIRST_COMPLETED)
             now = time.monotonic()
+            out: list[ChatGenerationChunk] = []
             if not done:
                 core.tick(now)
-                continue
-            if task is not None and task in done and next_frame not in done:
+            elif task is not None and task in done and next_frame not in done:
                 finished, task = task, None
                 error = finished.exception()
-                for chunk in core.receive_task_result(
-                    None if error else finished.result(), now, error
-                ):
-                    yield chunk
-                continue
-            frame, next_frame = next_frame, None
-            try:
-                payload = frame.result()
-            except StopAsyncIteration:
-                yield core.receive_end(now, getattr(consumer, "usage", None))
-                return
-            except relay.RelayError as exc:
-                core.receive_relay_error(exc)
-            for chunk in core.receive_payload(payload, now):
+                out = core.receive_task_result(None if error else finished.result(), now, error)
+            else:
+                frame, next_frame = next_frame, None
+                out = _receive_frame(core, frame, now, consumer)
+            for chunk in out:
                 yield chunk
+            if out:
+                core.resume(time.monotonic())
     finally:
         if next_frame is not None and not next_frame.done():
             next_frame.cancel()

@@ -121,6 +121,16 @@ def test_every_event_restarts_the_phase_timer() -> None:
     s.tick(104.0)
 
 
+def test_time_the_caller_spends_between_chunks_is_not_silence() -> None:
+    """The driver resumes the timer when it waits again; a slow caller is no idle timeout."""
+    s = _started(101.0)
+    s.receive_payload(_delta("a"), 101.0)
+    s.resume(110.0)  # the caller took 9 s over the chunk
+    s.tick(111.9)
+    with pytest.raises(HPCIdleTimeout):
+        s.tick(112.0)
+
+
 def test_a_node_error_mid_stream_counts_the_tokens_already_sent() -> None:
     """An authentic error frame after tokens is a remote error carrying the token count."""
     s = _started()
