@@ -29,12 +29,12 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, NoReturn
 
 from langchain_core.messages import AIMessageChunk
-from langchain_core.messages.ai import UsageMetadata
 from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
 from hpc_functions import protocol
 from stream_langchain import errors
+from stream_langchain._messages import final_chunk
 from stream_langchain.errors import HPCError, describe
 
 __all__ = ["TIMEOUT_KEYWORDS", "HPCTimeouts", "batch_chunks", "drive", "is_unreachable"]
@@ -109,25 +109,23 @@ def _delta_chunk(payload: dict[str, Any]) -> ChatGenerationChunk | None:
     return ChatGenerationChunk(message=msg)
 
 
-def _usage(usage: dict[str, Any] | None, counted: int) -> UsageMetadata:
+def _usage(usage: dict[str, Any] | None, counted: int) -> dict[str, int]:
+    """The backend's usage as LangChain counts it; chunks counted when it gave no output count."""
     usage = usage or {}
-    out_tokens = int(usage.get("completion_tokens") or counted)
-    in_tokens = int(usage.get("prompt_tokens") or 0)
-    return UsageMetadata(
-        input_tokens=in_tokens, output_tokens=out_tokens, total_tokens=in_tokens + out_tokens
-    )
+    return {"input_tokens": int(usage.get("prompt_tokens") or 0),
+            "output_tokens": int(usage.get("completion_tokens") or counted)}
 
 
 def _final_chunk(
-    usage: UsageMetadata, metadata: dict[str, Any], finish_reason: str | None
+    usage: dict[str, int], metadata: dict[str, Any], finish_reason: str | None
 ) -> ChatGenerationChunk:
     meta = dict(metadata)
     if finish_reason:
         meta["finish_reason"] = finish_reason
-    return ChatGenerationChunk(
-        message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=meta),
-        generation_info={"finish_reason": finish_reason} if finish_reason else None,
-    )
+    chunk = final_chunk(usage=usage, response_metadata=meta)
+    if finish_reason:
+        chunk.generation_info = {"finish_reason": finish_reason}
+    return chunk
 
 
 def batch_chunks(
