@@ -55,6 +55,7 @@ from stream_langchain.proxy.schema import ChunkWriter, Encoder, MessageLimits, P
 from stream_langchain.proxy.shared import SharedLimiter, SharedState
 from stream_langchain.proxy.sse import SSEResponse
 from stream_langchain.proxy.usage import Store, UsageRow, cost_avoided
+from stream_langchain.record import RouteHint, RouteRecord
 
 if TYPE_CHECKING:
     from stream_langchain.proxy.globus import GlobusAuth
@@ -105,11 +106,13 @@ class ProxyConfig:
     :mod:`stream_langchain.proxy.shared`); ``None``: this process keeps its own."""
 
 
-def public_route(record: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The routing record's public fields (no secrets: names, timings, errors' one-liners)."""
-    if record is None:
+def public_route(route: RouteRecord | RouteHint | None) -> dict[str, Any] | None:
+    """The routing record's (or the first token's hint's) public fields (no secrets: names,
+    timings, errors' one-liners)."""
+    if route is None:
         return None
-    return {k: record[k] for k in _PUBLIC if k in record}
+    wire = route.to_dict()
+    return {k: wire[k] for k in _PUBLIC if k in wire}
 
 
 def _route_header(route: dict[str, Any] | None) -> dict[str, str]:
@@ -435,7 +438,7 @@ class _Proxy:
         """Input and output tokens: the engine's record (the tier's own count) when the
         answer finished; an estimate from what was generated when it was cut after output
         began; zero when nothing was generated (refused before any tier answered)."""
-        usage = (writer.record or {}).get("usage")
+        usage = writer.record.usage if writer.record is not None else None
         if usage:
             return int(usage["input_tokens"]), int(usage["output_tokens"])
         text = writer.output_text()
@@ -454,13 +457,13 @@ class _Proxy:
         call.permit.release()
         self.metrics.in_flight.dec()
         now = time.perf_counter()
-        record = writer.record or {}
-        route = writer.record or writer.hint or {}
-        tier = route.get("tier") or call.forced
+        record = writer.record
+        tier = writer.tier or call.forced
         duration = now - call.started
         hpc_s = 0.0
         if tier == "hpc":
-            hpc_ms = record.get("hpc_total_ms")
+            hpc_ms = None if record is None else record.tier_value(
+                "hpc_total_ms", record.extra.get("hpc_total_ms"))
             hpc_s = hpc_ms / 1000.0 if isinstance(hpc_ms, int | float) else duration
         ttft_ms = None if call.ttft is None else (call.ttft - call.started) * 1000.0
         err = None
@@ -472,7 +475,8 @@ class _Proxy:
             identity=call.identity.name, key_id=call.identity.key_id, model=call.req.model,
             tier=tier, status=status, stream=call.req.stream, input_tokens=inp,
             output_tokens=out, output_chunks=writer.content_chunks,
-            cloud_cost_usd=float(record.get("cloud_cost_usd") or 0.0), hpc_seconds=hpc_s,
+            cloud_cost_usd=float(record.cloud_cost_usd or 0.0) if record is not None else 0.0,
+            hpc_seconds=hpc_s,
             duration_ms=duration * 1000.0, ttft_ms=ttft_ms, error=err))
         label = tier or "none"
         self.metrics.requests.labels(call.req.model, label, status).inc()

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ValidationError
 
 from stream_langchain.capabilities import check_image_part
 from stream_langchain.proxy.errors import APIError
+from stream_langchain.record import RouteHint, RouteRecord
 
 __all__ = [
     "ChunkWriter",
@@ -413,15 +414,17 @@ def _text(content: str | list[Any]) -> str:
 
 class ChunkWriter:
     """Accounts for a ChatStream's chunks, whichever format they go out in: the text, the
-    tool calls, the finish reason and the routing record."""
+    tool calls, the finish reason and the routing record (read through
+    :class:`~stream_langchain.record.RouteRecord` and its first-token
+    :class:`~stream_langchain.record.RouteHint`)."""
 
     def __init__(self) -> None:
         self.text: list[str] = []
         self.content_chunks = 0
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.finish_reason: str | None = None
-        self.record: dict[str, Any] | None = None
-        self.hint: dict[str, Any] | None = None
+        self.record: RouteRecord | None = None
+        self.hint: RouteHint | None = None
 
     def feed(self, message: AIMessageChunk) -> Delta | None:
         """Take one engine chunk; return what it added, or ``None`` (nothing new)."""
@@ -438,10 +441,11 @@ class ChunkWriter:
         return Delta(text, calls)
 
     def _meta(self, meta: dict[str, Any]) -> None:
-        if "stream" in meta:
-            self.record = meta["stream"]
-        if "stream_route" in meta and self.hint is None:
-            self.hint = meta["stream_route"]
+        record = RouteRecord.from_metadata(meta)
+        if record is not None:
+            self.record = record
+        if self.hint is None:
+            self.hint = RouteHint.from_metadata(meta)
         if meta.get("finish_reason"):
             self.finish_reason = str(meta["finish_reason"])
 
@@ -458,6 +462,12 @@ class ChunkWriter:
             seen["arguments"] += tc["args"]
             piece["arguments"] = tc["args"]
         return piece
+
+    @property
+    def tier(self) -> str | None:
+        """The tier answering: the record's, else the first token's hint's."""
+        route = self.record or self.hint
+        return route.tier if route is not None and route.tier else None
 
     @property
     def finish(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -198,3 +199,27 @@ def test_proxy_on_postgres_records_usage(pg_store: Store) -> None:
     pg_store.flush()
     (row,) = pg_store.rows(identity=who)
     assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 11, len(WORDS))
+
+
+def test_rows_are_written_in_batches_and_flush_and_close_write_them_all(tmp_path: Path) -> None:
+    """Rows recorded together go in one transaction; flush() waits for every row queued
+    before it, and close() writes what is still pending."""
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path}/usage.db"
+    store = Store(url)
+    commits: list[int] = []
+    event.listen(store.engine, "commit", lambda _conn: commits.append(1))
+    row = UsageRow(identity="a", key_id=None, model="stream", tier="local", status="ok",
+                   stream=True, input_tokens=1, output_tokens=2)
+    for _ in range(20):
+        store.record(row)
+    store.flush()
+    assert len(store.rows()) == 20 and len(commits) < 20
+    store.record(row)
+    store.close()
+    reopened = Store(url)
+    try:
+        assert len(reopened.rows()) == 21
+    finally:
+        reopened.close()
