@@ -14,12 +14,19 @@ Everything on this machine; the proxy is real uvicorn on a loopback port in this
    Goal: p50 <= 1 ms for ``instant`` (LiteLLM documents 2-12 ms medians).
 2. **Concurrency**: ``--clients`` (100) streaming clients at once, each a 20-token answer at
    10 ms/token; failed requests (goal 0) and TTFT p50/p95.
-3. **Cancellation**: a client reads 5 content chunks then disconnects; tokens the tier
+3. **Next to LiteLLM** (:mod:`._versus`): STREAM's proxy (``stream-local`` forced) and
+   LiteLLM's proxy (its own virtualenv, one worker each) in front of the same instant
+   OpenAI-compatible backend: added TTFT over ``--versus-rounds`` interleaved rounds,
+   requests/s at ``--versus-streams`` concurrent streams, CPU per request. Goal: STREAM's
+   added TTFT p50 <= 0.3x LiteLLM's, p95 <= 0.6x. ``--quick`` and ``--no-litellm`` measure
+   STREAM alone (no LiteLLM install).
+4. **Cancellation**: a client reads 5 content chunks then disconnects; tokens the tier
    generated after the proxy saw the close (the usage row's chunk count). On a scripted tier
    at 200 tokens/s, and on the HPC path (ChatHPC: thread-pool executor, loopback relay,
    llama.cpp server; the node's own count) unless ``--no-hpc``. Goal on HPC: <= 2.
 
-Run: ``python -m benchmarks.proxy [--runs 200] [--llama-runs 20] [--clients 100]``; writes
+Run: ``python -m benchmarks.proxy [--runs 200] [--llama-runs 20] [--clients 100]
+[--versus-rounds 500]``; writes
 ``benchmarks/proxy/results/proxy.{json,png}`` (``--quick``: a smoke run into ``--out`` or a
 temp dir).
 """
@@ -44,6 +51,7 @@ from langchain_core.messages import HumanMessage
 from benchmarks._common import TOPICS, add_run_args, pct, results_dir, write_results
 from benchmarks.proxy._models import Ticking
 from benchmarks.proxy._server import BIG, sub_model
+from benchmarks.proxy._versus import compare
 from stream_langchain import ChatStream, KeywordJudge
 from stream_langchain.proxy import KeyRing, ProxyServer, Store, create_app
 from stream_langchain.tiers.llama_server import free_port
@@ -401,6 +409,28 @@ def plot(report: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def print_versus(v: dict[str, Any]) -> None:
+    """The LiteLLM comparison, one line per proxy and concurrency."""
+    a = v["added_ttft"]
+    for name in ("stream", "litellm"):
+        if name in a:
+            t = a[name]["added_ttft_ms"]
+            print(f"{name:>8}: added TTFT p50 {t['p50']:.2f} ms p95 {t['p95']:.2f} ms over "
+                  f"{a['rounds']} rounds, CPU {a[name]['cpu_ms_per_request']:.1f} ms/request")
+    for row in v["throughput"]:
+        for name in ("stream", "litellm"):
+            if name in row:
+                r = row[name]
+                print(f"{name:>8} at {row['streams']} streams: {r['requests_per_s']:.1f} "
+                      f"requests/s, {r['failed']} failed, CPU {r['cpu_ms_per_request']:.1f} "
+                      "ms/request")
+    if "ratios" in v:
+        r = v["ratios"]
+        print(f"STREAM/LiteLLM added TTFT: p50 {r['added_ttft_p50']:.2f}x (goal <= "
+              f"{v['goals']['p50_ratio']}), p95 {r['added_ttft_p95']:.2f}x (goal <= "
+              f"{v['goals']['p95_ratio']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=200)
@@ -408,9 +438,19 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=100)
     ap.add_argument("--trials", type=int, default=10)
     ap.add_argument("--no-hpc", action="store_true", help="skip the HPC cancellation part")
+    ap.add_argument("--versus-rounds", type=int, default=500,
+                    help="interleaved rounds of the LiteLLM comparison (0: skip it)")
+    ap.add_argument("--versus-streams", default="50,100",
+                    help="concurrent streams for requests/s (comma-separated)")
+    ap.add_argument("--versus-per-stream", type=int, default=8,
+                    help="requests each concurrent stream makes in turn")
+    ap.add_argument("--no-litellm", action="store_true",
+                    help="the comparison measures STREAM alone (no LiteLLM install)")
     args = add_run_args(ap).parse_args()
     if args.quick:
         args.runs, args.llama_runs, args.clients, args.trials = 20, 3, 20, 2
+        args.versus_rounds, args.versus_streams, args.versus_per_stream = 20, "10", 2
+        args.no_litellm = True
     tmp = tempfile.TemporaryDirectory()
     db = f"sqlite:///{tmp.name}/bench.db"
     store = Store(db)
@@ -419,6 +459,10 @@ def main() -> None:
         if args.llama_runs:
             results.append(added_ttft("llamacpp", store, db, args.llama_runs))
         conc = concurrency(store, db, args.clients)
+        versus = (compare(rounds=args.versus_rounds,
+                          concurrency=[int(n) for n in args.versus_streams.split(",")],
+                          per_stream=args.versus_per_stream, litellm=not args.no_litellm)
+                  if args.versus_rounds else None)
         cancel = [cancellation_scripted(store, args.trials)]
         if not args.no_hpc:
             cancel.append(cancellation_hpc(store, max(2, args.trials // 2)))
@@ -428,7 +472,7 @@ def main() -> None:
     report = {"benchmark": "proxy", "quick": args.quick,
               "goals": {"added_ttft_p50_ms": 1.0, "failed": 0, "hpc_tokens_after_close": 2},
               "client": "httpx (kept-alive connection)", "added_ttft": results,
-              "concurrency": conc, "cancellation": cancel}
+              "concurrency": conc, "versus_litellm": versus, "cancellation": cancel}
     out = results_dir(args, OUT)
     write_results(out / "proxy.json", report)
     plot(report, out / "proxy.png")
@@ -442,6 +486,8 @@ def main() -> None:
     t = conc["ttft_ms"] or {"p50": float("nan"), "p95": float("nan")}
     print(f"{conc['clients']} concurrent streams: {conc['failed']} failed, TTFT p50 "
           f"{t['p50']:.1f} ms p95 {t['p95']:.1f} ms, wall {conc['wall_s']:.2f} s")
+    if versus is not None:
+        print_versus(versus)
     for c in cancel:
         print(f"cancellation, {c['tier']}: tokens after close max {c['max']} mean "
               f"{c['mean']:.2f} over {c['trials']} trials")

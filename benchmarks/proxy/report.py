@@ -19,6 +19,31 @@ def _added(r: dict[str, Any]) -> str:
     return text
 
 
+def _versus(v: dict[str, Any] | None) -> str:
+    if v is None:
+        return "not measured in this run"
+    a = v["added_ttft"]
+    s = a["stream"]
+    if "litellm" not in a:
+        return (f"STREAM alone (LiteLLM not run): added TTFT p50 "
+                f"{s['added_ttft_ms']['p50']:.1f} ms, p95 {s['added_ttft_ms']['p95']:.1f} ms; "
+                f"CPU {s['cpu_ms_per_request']:.1f} ms/request")
+    lt, r, g = a["litellm"], v["ratios"], v["goals"]
+    load = "; ".join(
+        f"{row['streams']} streams: {row['stream']['requests_per_s']:.0f} vs "
+        f"{row['litellm']['requests_per_s']:.0f} requests/s "
+        f"({r['requests_per_s'][str(row['streams'])]:.1f}x), CPU "
+        f"{row['stream']['cpu_ms_per_request']:.1f} vs "
+        f"{row['litellm']['cpu_ms_per_request']:.1f} ms/request" for row in v["throughput"])
+    return (f"added TTFT p50 {s['added_ttft_ms']['p50']:.1f} vs "
+            f"{lt['added_ttft_ms']['p50']:.1f} ms ({r['added_ttft_p50']:.2f}x, goal <= "
+            f"{g['p50_ratio']:g}x), p95 {s['added_ttft_ms']['p95']:.1f} vs "
+            f"{lt['added_ttft_ms']['p95']:.1f} ms ({r['added_ttft_p95']:.2f}x, goal <= "
+            f"{g['p95_ratio']:g}x) over {a['rounds']} interleaved rounds; CPU "
+            f"{s['cpu_ms_per_request']:.1f} vs {lt['cpu_ms_per_request']:.1f} ms/request; "
+            + load)
+
+
 def readme_rows(results_dir: Path) -> list[Row]:
     """Added TTFT per sub-model, concurrency, and tokens generated after a disconnect."""
     path = results_dir / "proxy.json"
@@ -43,6 +68,11 @@ def readme_rows(results_dir: Path) -> list[Row]:
             figure=f"{conc['failed']} failed (goal {goals['failed']}); TTFT p50 "
                    f"{t['p50']:.0f} ms, p95 {t['p95']:.0f} ms",
             reproduce="same", sources=(path,)),
+        Row(claim="proxy: STREAM's proxy (stream-local forced) vs LiteLLM's proxy"
+                  + (f" {data['versus_litellm']['litellm_version']}"
+                     if (data.get("versus_litellm") or {}).get("litellm_version") else "")
+                  + ", one worker each, same instant OpenAI-compatible backend",
+            figure=_versus(data.get("versus_litellm")), reproduce="same", sources=(path,)),
         Row(claim="proxy: tokens the tier generated after the client disconnected (client "
                   "reads 5 chunks, then closes)",
             figure=f"{cancel} (goal on HPC <= {goals['hpc_tokens_after_close']})",
