@@ -29,12 +29,16 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage
 
+from stream_langchain.errors import ImageFileError
+
 __all__ = [
     "CAPABILITY_KEYS",
     "IMAGE_PART_TYPES",
     "Capabilities",
     "Needs",
+    "check_image_bytes",
     "check_image_part",
+    "image_media_type",
     "model_name",
     "request_needs",
     "tier_capabilities",
@@ -181,8 +185,77 @@ def tier_capabilities(model: BaseChatModel,
     return Capabilities(sources=sources, **values)
 
 
-def _bad(where: str, problem: str) -> ValueError:
-    return ValueError(f"{where}: {problem}")
+def _bad(where: str, problem: str) -> ImageFileError:
+    return ImageFileError(f"{where}: {problem}")
+
+
+# Leading bytes -> media type. Images first; then common files that are not images, so the
+# error can say what the data is.
+_SIGNATURES: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"\x89PNG\r\n\x1a\n", "image/png"),
+    (0, b"\xff\xd8\xff", "image/jpeg"),
+    (0, b"GIF87a", "image/gif"),
+    (0, b"GIF89a", "image/gif"),
+    (8, b"WEBP", "image/webp"),  # after "RIFF" and the size
+    (0, b"BM", "image/bmp"),
+    (0, b"II*\x00", "image/tiff"),
+    (0, b"MM\x00*", "image/tiff"),
+    (0, b"\x00\x00\x01\x00", "image/x-icon"),
+    (4, b"ftypavif", "image/avif"),
+    (4, b"ftypheic", "image/heic"),
+    (0, b"%PDF", "application/pdf"),
+    (0, b"PK\x03\x04", "application/zip"),
+    (0, b"\x1f\x8b", "application/gzip"),
+    (4, b"ftypisom", "video/mp4"),
+    (0, b"ID3", "audio/mpeg"),
+    (0, b"OggS", "audio/ogg"),
+)
+
+
+def image_media_type(data: bytes) -> str | None:
+    """The media type its first bytes say ``data`` has (PNG, JPEG, GIF, WebP, BMP, TIFF,
+    ICO, AVIF, HEIC; or a common non-image type such as ``application/pdf``), else ``None``.
+
+    Example:
+        >>> image_media_type(b"GIF89a" + bytes(10)), image_media_type(b"%PDF-1.4")
+        ('image/gif', 'application/pdf')
+    """
+    for offset, magic, mime in _SIGNATURES:
+        if data[offset:offset + len(magic)] == magic:
+            if mime == "image/webp" and data[:4] != b"RIFF":
+                continue
+            return mime
+    return None
+
+
+def check_image_bytes(data: bytes, where: str, *, declared: str | None = None) -> str:
+    r"""Validate image data; return its media type. The bytes decide when they can; data no
+    signature names passes only with a ``declared`` ``image/*`` type. Every face (the CLI's
+    ``--image``, StreamLLM's ``ImageBlock``, the proxy) validates images here.
+
+    Raises:
+        ImageFileError: naming ``where``: empty data, data of a non-image type, or
+            unrecognizable data without a declared image type.
+
+    Example:
+        >>> check_image_bytes(b"\x89PNG\r\n\x1a\n" + bytes(8), "photo.png")
+        'image/png'
+        >>> check_image_bytes(b"%PDF-1.4", "message 0 block 1")
+        Traceback (most recent call last):
+        ...
+        stream_langchain.errors.ImageFileError: message 0 block 1: the data is application/pdf, ...
+    """
+    if not data:
+        raise _bad(where, "the image data is empty")
+    sniffed = image_media_type(data)
+    if sniffed is not None and not sniffed.startswith("image/"):
+        raise _bad(where, f"the data is {sniffed}, not an image")
+    mime = sniffed or declared
+    if not mime or not mime.startswith("image/"):
+        stated = f" (declared {declared!r})" if declared else ""
+        raise _bad(where, f"the data is not a recognizable image{stated}; expected PNG, JPEG, "
+                          "GIF, WebP or another image format")
+    return mime
 
 
 def _check_data_url(url: str, where: str) -> None:
@@ -219,7 +292,7 @@ def check_image_part(part: Mapping[str, Any], where: str) -> bool:
     """Validate one image content part; ``True`` when it is an http(s) URL.
 
     Raises:
-        ValueError: naming ``where`` and what is wrong.
+        ImageFileError: (a ``ValueError``) naming ``where`` and what is wrong.
 
     Example:
         >>> check_image_part({"type": "image_url", "image_url": {"url": "https://x/a.png"}},
@@ -228,7 +301,7 @@ def check_image_part(part: Mapping[str, Any], where: str) -> bool:
         >>> check_image_part({"type": "image", "base64": "!!"}, "message 0")
         Traceback (most recent call last):
         ...
-        ValueError: message 0: image data is not valid base64 (Only base64 data is allowed)
+        stream_langchain.errors.ImageFileError: message 0: image data is not valid base64 (...)
     """
     if part.get("type") == "image_url":
         image = part.get("image_url")

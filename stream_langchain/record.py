@@ -91,12 +91,18 @@ class RouteHint:
     """Time spent judging."""
     fallbacks: list[Fallback] = field(default_factory=list)
     """Tiers that failed before this one."""
+    absent: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """Keys missing from the dict this hint was read from (left out again by
+    :meth:`to_dict`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The wire shape (a fresh dict)."""
-        return {"tier": self.tier, "model": self.model, "complexity": self.complexity,
-                "judge": self.judge, "judge_ms": self.judge_ms,
-                "fallbacks": list(self.fallbacks)}
+        out = {"tier": self.tier, "model": self.model, "complexity": self.complexity,
+               "judge": self.judge, "judge_ms": self.judge_ms,
+               "fallbacks": list(self.fallbacks)}
+        for name in self.absent:
+            del out[name]
+        return out
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> RouteHint | None:
@@ -105,10 +111,14 @@ class RouteHint:
         if not isinstance(raw, Mapping):
             return None
         fallbacks = raw.get("fallbacks") or []
-        return cls(tier=raw["tier"], model=raw.get("model", ""),
+        return cls(tier=raw.get("tier", ""), model=raw.get("model", ""),
                    complexity=raw.get("complexity", ""), judge=raw.get("judge", ""),
                    judge_ms=raw.get("judge_ms", 0.0),
-                   fallbacks=list(fallbacks) if isinstance(fallbacks, list) else [])
+                   fallbacks=list(fallbacks) if isinstance(fallbacks, list) else [],
+                   absent=frozenset(_HINT_KEYS - raw.keys()))
+
+
+_HINT_KEYS = frozenset({"tier", "model", "complexity", "judge", "judge_ms", "fallbacks"})
 
 
 # Keys that are written only when they apply: name -> "is it present" for its value.
@@ -232,6 +242,10 @@ class RouteRecord:
     """The cost-quality threshold in force (when set)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Keys this version does not know, kept for the round trip."""
+    absent: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
+    """Keys that are always written but were missing from the dict this record was read
+    from (a partial record, such as the proxy's public fields): :meth:`to_dict` leaves
+    them out again, so every record round-trips as it came."""
 
     def tier_value(self, key: str, default: Any = None) -> Any:
         """One of the tier's own fields (``hpc_mode``, ``hpc_queue_ms``, ...)."""
@@ -248,6 +262,8 @@ class RouteRecord:
         out: dict[str, Any] = {}
         for f in _FIELDS:
             name = f.name
+            if name in self.absent:
+                continue
             value = getattr(self, name)
             test = _OPTIONAL.get(name, True)
             if name == "tier_metadata":
@@ -260,31 +276,30 @@ class RouteRecord:
             if name == "extra":
                 out.update(value)
                 continue
+            if name == "absent":
+                continue
             if test is True or test(value):
                 out[name] = _copy(value)
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RouteRecord:
-        """Read a record's wire shape (missing keys take their defaults)."""
+        """Read a record's wire shape; missing keys read as their defaults (``""`` for the
+        names) and stay missing in :meth:`to_dict`."""
         known: dict[str, Any] = {}
         tier_meta: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
-            if key in _NAMES and key not in ("tier_metadata", "extra"):
+            if key in _NAMES and key not in ("tier_metadata", "extra", "absent"):
                 known[key] = _copy(value)
             elif key in TIER_METADATA_KEYS:
                 tier_meta[key] = value
             else:
                 extra[key] = value
-        known.setdefault("tier", "")
-        known.setdefault("model", "")
-        known.setdefault("complexity", "")
-        known.setdefault("judged_complexity", known["complexity"])
-        known.setdefault("confidence", 0.0)
-        known.setdefault("judge", "")
-        known.setdefault("judge_ms", 0.0)
-        return cls(**known, tier_metadata=tier_meta, extra=extra)
+        absent = _ALWAYS - known.keys()
+        for name in _REQUIRED:
+            known.setdefault(name, "" if name not in ("confidence", "judge_ms") else 0.0)
+        return cls(**known, tier_metadata=tier_meta, extra=extra, absent=frozenset(absent))
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any]) -> RouteRecord | None:
@@ -304,3 +319,7 @@ def _copy(value: Any) -> Any:
 
 _FIELDS = dataclasses.fields(RouteRecord)
 _NAMES = frozenset(f.name for f in _FIELDS)
+_REQUIRED = ("tier", "model", "complexity", "judged_complexity", "confidence", "judge",
+             "judge_ms")
+_ALWAYS = frozenset(f.name for f in _FIELDS if f.name not in _OPTIONAL
+                    and f.name not in ("extra", "absent"))

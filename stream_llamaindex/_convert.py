@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, unquote_to_bytes, urlparse
 
-import filetype
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
@@ -43,6 +42,9 @@ from llama_index.core.base.llms.types import (
 )
 from llama_index.core.llms.llm import ToolSelection
 
+from stream_langchain.capabilities import check_image_bytes
+from stream_langchain.record import HINT_KEY, RECORD_KEY, RouteHint, RouteRecord
+
 __all__ = [
     "HINT_KEY",
     "RECORD_KEY",
@@ -55,13 +57,9 @@ __all__ = [
     "tool_selections",
 ]
 
-RECORD_KEY = "stream"
-"""Key of the routing record in ``ChatResponse.additional_kwargs`` (as in ChatStream's
-``response_metadata``)."""
-
-HINT_KEY = "stream_route"
-"""Key of the early routing hint (tier, model, complexity) that ChatStream puts on the first
-streamed chunk; copied to the first streamed ``ChatResponse``."""
+# RECORD_KEY: the routing record in ``ChatResponse.additional_kwargs`` (as in ChatStream's
+# ``response_metadata``); HINT_KEY: the early hint ChatStream puts on the first streamed
+# chunk, copied to the first streamed ``ChatResponse``. Both from stream_langchain.record.
 
 _AI_ROLES = frozenset({MessageRole.ASSISTANT, MessageRole.MODEL, MessageRole.CHATBOT})
 _SYSTEM_ROLES = frozenset({MessageRole.SYSTEM, MessageRole.DEVELOPER})
@@ -108,16 +106,7 @@ def _inline(raw: bytes, declared: str | None, where: str) -> tuple[str, str]:
         ValueError: empty data, data of a known non-image type, or data of no known type
             without a declared ``image/*`` type.
     """
-    if not raw:
-        raise ValueError(f"{where}: the image data is empty")
-    kind = filetype.guess(raw)
-    if kind is not None and not str(kind.mime).startswith("image/"):
-        raise ValueError(f"{where}: the data is {kind.mime}, not an image")
-    mime = str(kind.mime) if kind is not None else declared
-    if not mime or not mime.startswith("image/"):
-        stated = f" (declared {declared!r})" if declared else ""
-        raise ValueError(f"{where}: the data is not a recognizable image{stated}; expected "
-                         "PNG, JPEG, GIF, WebP or another image format")
+    mime = check_image_bytes(raw, where, declared=declared)
     return base64.b64encode(raw).decode("ascii"), mime
 
 
@@ -146,7 +135,7 @@ def image_part(block: ImageBlock, index: int, position: int = 0) -> dict[str, An
         >>> image_part(ImageBlock(image=b"plain words, not pixels"), 2, 1)
         Traceback (most recent call last):
         ...
-        ValueError: message 2 block 1 (image): the data is not a recognizable image; ...
+        stream_langchain.errors.ImageFileError: message 2 block 1 (image): the data is not a ...
     """
     where = _where(index, position)
     declared = block.image_mimetype
@@ -312,8 +301,8 @@ def to_chat_message(message: BaseMessage) -> ChatMessage:
 
 def routing_record(message: BaseMessage) -> dict[str, Any] | None:
     """ChatStream's routing record on ``message``, if it carries one."""
-    record = message.response_metadata.get(RECORD_KEY)
-    return dict(record) if isinstance(record, Mapping) else None
+    record = RouteRecord.from_metadata(message.response_metadata)
+    return None if record is None else record.to_dict()
 
 
 def to_chat_response(message: BaseMessage, *, delta: str | None = None) -> ChatResponse:
@@ -365,8 +354,8 @@ class StreamedTurn:
         delta = str(chunk.text)
         if not delta and not chunk.tool_call_chunks:
             return None
-        hint = chunk.response_metadata.get(HINT_KEY)
-        extra = {HINT_KEY: dict(hint)} if isinstance(hint, Mapping) else {}
+        hint = RouteHint.from_metadata(chunk.response_metadata)
+        extra = {HINT_KEY: hint.to_dict()} if hint is not None else {}
         return ChatResponse(message=to_chat_message(self._message), delta=delta, raw=chunk,
                             additional_kwargs=extra)
 

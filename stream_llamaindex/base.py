@@ -43,9 +43,9 @@ from llama_index.core.llms.llm import ToolSelection
 
 from stream_langchain import model_name
 from stream_langchain.chat_model import CONFIG_KEY, ChatStream
+from stream_langchain.record import RouteRecord
 from stream_langchain.routing import validate_tier
 from stream_llamaindex._convert import (
-    RECORD_KEY,
     StreamedTurn,
     to_chat_response,
     to_langchain_messages,
@@ -58,9 +58,6 @@ if TYPE_CHECKING:
 __all__ = ["StreamLLM", "StreamRoutingEvent", "can_call_tools"]
 
 dispatcher = get_dispatcher(__name__)
-
-_OUTPUT_ATTRS = ("max_tokens", "num_predict", "max_completion_tokens")
-
 
 class StreamRoutingEvent(BaseEvent):
     """Instrumentation event sent once per answered request, carrying ChatStream's routing
@@ -88,14 +85,6 @@ def can_call_tools(model: BaseChatModel) -> bool:
     if "tool_calling" in profile:
         return bool(profile["tool_calling"])
     return type(model).bind_tools is not BaseChatModel.bind_tools
-
-
-def _max_output(model: BaseChatModel) -> int | None:
-    for attr in _OUTPUT_ATTRS:
-        value = getattr(model, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 class StreamLLM(FunctionCallingLLM):
@@ -236,14 +225,8 @@ class StreamLLM(FunctionCallingLLM):
     def routable_tiers(self, tier: str | None = None) -> dict[str, BaseChatModel]:
         """The tiers a request may be routed to: the forced tier (``tier``, else
         :attr:`tier`), or every configured tier the engine allows (no cloud when
-        ``allow_cloud`` is false)."""
-        tiers = self.chat_stream.tiers
-        if not self.chat_stream.allow_cloud:
-            tiers.pop("cloud", None)
-        pinned = tier if tier is not None else self.tier
-        if pinned is not None:
-            return {pinned: tiers[pinned]} if pinned in tiers else {}
-        return tiers
+        ``allow_cloud`` is false); ChatStream's :meth:`~ChatStream.routable_tiers`."""
+        return self.chat_stream.routable_tiers(tier if tier is not None else self.tier)
 
     @property
     def metadata(self) -> LLMMetadata:
@@ -256,12 +239,11 @@ class StreamLLM(FunctionCallingLLM):
         cannot, without counting it against their health).
         """
         tiers = self.routable_tiers()
-        known = self.chat_stream.context_windows
-        windows = [known[t] for t in tiers if t in known]
+        engine = self.chat_stream
+        windows = [n for t in tiers if (n := engine.window(t)) is not None]
         window = min(windows) if windows else DEFAULT_CONTEXT_WINDOW
-        outputs = [n for m in tiers.values() if (n := _max_output(m)) is not None]
-        limit = self.chat_stream.max_tokens or (max(outputs) if outputs else DEFAULT_NUM_OUTPUTS)
-        num_output = min(limit, window // 2)
+        outputs = [n for t in tiers if (n := engine.answer_limit(t)) is not None]
+        num_output = min(max(outputs) if outputs else DEFAULT_NUM_OUTPUTS, window // 2)
         return LLMMetadata(
             context_window=window,
             num_output=num_output,
@@ -300,9 +282,9 @@ class StreamLLM(FunctionCallingLLM):
         return lc_messages, config, kw
 
     def _finish(self, response: ChatResponse) -> ChatResponse:
-        record = response.additional_kwargs.get(RECORD_KEY)
+        record = RouteRecord.from_metadata(response.additional_kwargs)
         if record is not None:
-            dispatcher.event(StreamRoutingEvent(record=record))
+            dispatcher.event(StreamRoutingEvent(record=record.to_dict()))
         return response
 
     # ------------------------------------------------------------------ chat (undecorated)

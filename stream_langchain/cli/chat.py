@@ -17,10 +17,12 @@ from typing import IO, Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
+from stream_langchain.capabilities import check_image_bytes
 from stream_langchain.errors import ImageFileError
+from stream_langchain.record import RouteHint, RouteRecord, Skip
 
 __all__ = ["DEMO_QUESTIONS", "IMAGE_MAX_BYTES", "ImageFileError", "add_chat_commands",
-           "image_part"]
+           "build_chat", "image_part"]
 
 DEMO_QUESTIONS = [
     "What is the capital of France?",
@@ -31,34 +33,17 @@ DEMO_QUESTIONS = [
 IMAGE_MAX_BYTES = 20 * 1024 * 1024
 """Largest image file ``--image`` takes (20 MiB, OpenAI's per-image limit)."""
 
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
-
-
-def _image_type(head: bytes) -> str | None:
-    """The media type of PNG, JPEG, GIF or WebP data from its first bytes, else ``None``."""
-    for magic, mime in _MAGIC:
-        if head.startswith(magic):
-            return mime
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
 def image_part(path: str | os.PathLike[str], *,
                max_bytes: int = IMAGE_MAX_BYTES) -> dict[str, Any]:
     """LangChain's standard image block for an image file:
     ``{"type": "image", "base64": ..., "mime_type": ...}``.
 
-    The type comes from the file's first bytes (PNG, JPEG, GIF, WebP), not its name.
+    The type comes from the file's first bytes (PNG, JPEG, GIF, WebP, ...: see
+    :func:`stream_langchain.capabilities.check_image_bytes`), not its name.
 
     Raises:
         ImageFileError: naming the path: missing, not a file, unreadable, empty, over
-            ``max_bytes``, or not one of those formats.
+            ``max_bytes``, or not an image.
 
     Example:
         >>> import tempfile
@@ -69,7 +54,7 @@ def image_part(path: str | os.PathLike[str], *,
         >>> image_part("/nonexistent/cat.png")
         Traceback (most recent call last):
         ...
-        stream_langchain.cli.chat.ImageFileError: /nonexistent/cat.png: no such file
+        stream_langchain.errors.ImageFileError: /nonexistent/cat.png: no such file
     """
     name = os.fspath(path)
     p = Path(name)
@@ -87,10 +72,7 @@ def image_part(path: str | os.PathLike[str], *,
         data = p.read_bytes()
     except OSError as exc:
         raise ImageFileError(f"{name}: cannot read it ({exc.strerror or exc})") from None
-    mime = _image_type(data[:16])
-    if mime is None:
-        raise ImageFileError(f"{name}: not a PNG, JPEG, GIF or WebP image (judged by its "
-                             "first bytes)")
+    mime = check_image_bytes(data, name)  # judged by its first bytes, not its name
     return {"type": "image", "base64": base64.b64encode(data).decode("ascii"),
             "mime_type": mime}
 
@@ -101,14 +83,17 @@ def _question(text: str, images: list[dict[str, Any]]) -> HumanMessage:
     return HumanMessage(content=[{"type": "text", "text": text}, *images])
 
 
-def _build(args: argparse.Namespace) -> Any:
+def build_chat(args: argparse.Namespace) -> Any:
+    """The ChatStream a ``stream`` command uses: the settings file (``--config``, else the
+    default path) when there is one, else the embedded stack (``--max-tokens``,
+    ``--no-hpc``)."""
     from stream_langchain.chat_model import ChatStream
     from stream_langchain.settings import default_config_path
 
     path = args.config or default_config_path()
-    overrides: dict[str, Any] = {}
     if path is not None:
-        return ChatStream.from_settings(path, **overrides)
+        return ChatStream.from_settings(path)
+    overrides: dict[str, Any] = {}
     if getattr(args, "no_hpc", False):
         overrides["hpc"] = None
     return ChatStream.embedded(max_tokens=args.max_tokens, **overrides)
@@ -139,72 +124,72 @@ class _Printer:
         self.out.flush()
 
 
-def _header(hint: dict[str, Any]) -> str:
-    return (f"[{hint['tier']} | {hint['model']} | {hint['complexity']} | "
-            f"judge {hint['judge']} {hint['judge_ms']:.1f} ms]")
+def _header(hint: RouteHint) -> str:
+    return (f"[{hint.tier} | {hint.model} | {hint.complexity} | "
+            f"judge {hint.judge} {hint.judge_ms:.1f} ms]")
 
 
-def _footer(rec: dict[str, Any], elapsed: float) -> str:
-    out_tokens = rec.get("usage", {}).get("output_tokens", 0)
-    ttft = rec.get("ttft_ms")
+def _footer(rec: RouteRecord, elapsed: float) -> str:
+    out_tokens = rec.usage.get("output_tokens", 0) if rec.usage else 0
+    ttft = rec.ttft_ms
     gen_s = elapsed - (ttft or 0) / 1000.0
     rate = out_tokens / gen_s if gen_s > 0 and out_tokens else 0.0
     parts = [f"TTFT {ttft:.0f} ms" if ttft is not None else "TTFT n/a",
              f"{out_tokens} tokens", f"{rate:.1f} tokens/s"]
-    images = (rec.get("needs") or {}).get("images")
+    images = (rec.needs or {}).get("images")
     if images:
         parts.append(f"{images} image{'s' if images > 1 else ''}")
     ahead = _tiers_ahead(rec)
     if ahead:
         parts.append("skipped: " + "; ".join(f"{s['tier']} ({s['reason']})" for s in ahead))
-    if rec.get("fallbacks"):
+    if rec.fallbacks:
         parts.append("fallbacks: " + "; ".join(f"{f['tier']}: {f['error']}"
-                                               for f in rec["fallbacks"]))
-    if rec.get("failover"):
-        parts.append("failover: " + " -> ".join(rec.get("tiers", [])))
-    if rec.get("hpc_mode"):
-        parts.append(f"hpc mode: {rec['hpc_mode']}")
-    if rec.get("ollama"):
-        o = rec["ollama"]
+                                               for f in rec.fallbacks))
+    if rec.failover:
+        parts.append("failover: " + " -> ".join(rec.tiers))
+    if rec.hpc_mode:
+        parts.append(f"hpc mode: {rec.hpc_mode}")
+    if rec.ollama:
+        o = rec.ollama
         can = [c for c in o.get("capabilities") or [] if c != "completion"]
         parts.append(f"ollama num_ctx {o['num_ctx']} ({o['window_source']}); "
                      f"{', '.join(can) or 'text only'}{'; cold load' if o['cold_load'] else ''}")
     return "[" + " | ".join(parts) + "]"
 
 
-def _tiers_ahead(rec: dict[str, Any]) -> list[dict[str, str]]:
+def _tiers_ahead(rec: RouteRecord) -> list[Skip]:
     """Skipped tiers the policy would have preferred to the one that answered."""
     from stream_langchain.judges import Complexity
     from stream_langchain.routing import DEFAULT_ORDER
 
-    if "complexity" not in rec or rec.get("override"):
+    if not rec.complexity or rec.override:
         return []
-    order = list(DEFAULT_ORDER[Complexity(rec["complexity"])])
-    rank = order.index(rec["tier"]) if rec.get("tier") in order else len(order)
-    return [s for s in rec.get("skipped", []) if s["tier"] in order[:rank]]
+    order = list(DEFAULT_ORDER[Complexity(rec.complexity)])
+    rank = order.index(rec.tier) if rec.tier in order else len(order)  # type: ignore[arg-type]
+    return [s for s in rec.skipped if s["tier"] in order[:rank]]
 
 
 def _answer(llm: Any, messages: list[BaseMessage], tier: str | None, printer: _Printer | None,
-            ) -> tuple[str, dict[str, Any]]:
+            ) -> tuple[str, RouteRecord | None]:
     """Stream one answer; print it when ``printer`` is given. Returns (text, record)."""
     kwargs = {"tier": tier} if tier else {}
     started = time.perf_counter()
     parts: list[str] = []
-    record: dict[str, Any] = {}
+    record: RouteRecord | None = None
     for chunk in llm.stream(messages, **kwargs):
-        hint = chunk.response_metadata.get("stream_route")
-        if hint and printer:
+        hint = RouteHint.from_metadata(chunk.response_metadata)
+        if hint is not None and printer:
             printer.note(_header(hint))
         if chunk.content:
             text = str(chunk.content)
             parts.append(text)
             if printer:
                 printer.token(text)
-        if "stream" in chunk.response_metadata:
-            record = chunk.response_metadata["stream"]
+        record = RouteRecord.from_metadata(chunk.response_metadata) or record
     if printer:
         printer.token("\n")
-        printer.note(_footer(record, time.perf_counter() - started))
+        printer.note(_footer(record or RouteRecord.from_dict({}),
+                             time.perf_counter() - started))
     return "".join(parts), record
 
 
@@ -220,13 +205,14 @@ def _cmd_chat(args: argparse.Namespace) -> int:
     except ImageFileError as exc:
         print(f"stream chat: --image {exc}", file=sys.stderr)
         return 2
-    with _build(args) as llm:
+    with build_chat(args) as llm:
         if question is None:
             return _interactive(llm, args, images)
         messages: list[BaseMessage] = [_question(question, images)]
         if args.json:
             text, record = _answer(llm, messages, args.tier, None)
-            print(json.dumps({"answer": text, "stream": record}, ensure_ascii=False))
+            print(json.dumps({"answer": text, "stream": record.to_dict() if record else {}},
+                             ensure_ascii=False))
         else:
             _answer(llm, messages, args.tier, _Printer(sys.stdout))
     return 0
@@ -275,7 +261,7 @@ def _interactive(llm: Any, args: argparse.Namespace,
 def _cmd_demo(args: argparse.Namespace) -> int:
     printer = _Printer(sys.stdout)
     printer.note("STREAM demo: each question is judged, routed and streamed (embedded stack).")
-    with _build(args) as llm:
+    with build_chat(args) as llm:
         tiers = ", ".join(f"{t}={m}" for t, m in llm._identifying_params["tiers"].items())
         printer.note(f"tiers: {tiers}; judge: {llm.active_judge.name}")
         for q in args.questions or DEMO_QUESTIONS:

@@ -43,19 +43,6 @@ def _store(args: argparse.Namespace) -> Any:
     return Store(args.db)  # StoreError (a RuntimeError): one line, password masked
 
 
-def _build_chat(args: argparse.Namespace) -> Any:
-    from stream_langchain.chat_model import ChatStream
-    from stream_langchain.settings import default_config_path
-
-    path = args.config or default_config_path()
-    if path is not None:
-        return ChatStream.from_settings(path)
-    overrides: dict[str, Any] = {}
-    if args.no_hpc:
-        overrides["hpc"] = None
-    return ChatStream.embedded(max_tokens=args.max_tokens, **overrides)
-
-
 def _auth_methods(value: str) -> tuple[str, ...]:
     """``--auth keys,globus`` -> ``("keys", "globus")``."""
     methods = tuple(dict.fromkeys(m.strip() for m in value.split(",") if m.strip()))
@@ -122,7 +109,9 @@ def _cmd_proxy(args: argparse.Namespace) -> int:
         sock.close()
         raise
     try:
-        with _build_chat(args) as chat:
+        from stream_langchain.cli.chat import build_chat
+
+        with build_chat(args) as chat:
             app = create_app(chat, store=store, config=config, globus=globus)
             print(f"stream proxy: http://{args.host}:{args.port}/v1 (models: "
                   f"{', '.join(['stream'] + [f'stream-{t}' for t in chat.tiers])}); "

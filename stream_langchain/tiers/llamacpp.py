@@ -28,14 +28,13 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.chat_models import generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr, model_validator
 
-from stream_langchain._messages import to_openai_messages
+from stream_langchain._messages import final_chunk, to_openai_messages
 from stream_langchain._priority import ModelLock, is_background
 from stream_langchain.errors import Preempted, UnsupportedFeature
 from stream_langchain.tiers._llama_cpu import (
@@ -347,19 +346,9 @@ class ChatLlamaCpp(BaseChatModel):
                 if run_manager:
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
-        usage = UsageMetadata(
-            input_tokens=meter.prompt,
-            output_tokens=meter.completion,
-            total_tokens=meter.prompt + meter.completion,
-        )
-        yield ChatGenerationChunk(
-            message=AIMessageChunk(
-                content="",
-                usage_metadata=usage,
-                response_metadata={"finish_reason": finish or "stop",
-                                   "model_name": self.model_name},
-                chunk_position="last",
-            )
+        yield final_chunk(
+            usage={"input_tokens": meter.prompt, "output_tokens": meter.completion},
+            response_metadata={"finish_reason": finish or "stop", "model_name": self.model_name},
         )
 
     def _params(self, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -411,16 +400,13 @@ class ChatLlamaCpp(BaseChatModel):
         counted = out.get("usage") or {}  # llama.cpp's own: templated prompt, tools included
         prompt_tokens = int(counted.get("prompt_tokens") or 0)
         used = int(counted.get("completion_tokens") or 0)
-        usage = UsageMetadata(input_tokens=prompt_tokens, output_tokens=used,
-                              total_tokens=prompt_tokens + used)
         chunk_calls = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"],
                         "index": i, "type": "tool_call_chunk"} for i, c in enumerate(calls)]
-        yield ChatGenerationChunk(message=AIMessageChunk(
+        yield final_chunk(
             content=rest,
-            tool_call_chunks=chunk_calls,  # type: ignore[arg-type]
-            usage_metadata=usage,
+            tool_call_chunks=chunk_calls,
+            usage={"input_tokens": prompt_tokens, "output_tokens": used},
             response_metadata={"finish_reason": "tool_calls" if calls else
                                (choice0.get("finish_reason") or "stop"),
                                "model_name": self.model_name},
-            chunk_position="last",
-        ))
+        )

@@ -57,3 +57,12 @@ def test_unknown_keys_survive_the_round_trip_last() -> None:
     raw = {**RouteRecord(tier="local", model="m", complexity="LOW", judged_complexity="LOW",
                          confidence=1.0, judge="k", judge_ms=0.0).to_dict(), "future": 1}
     assert list(RouteRecord.from_dict(raw).to_dict().items()) == list(raw.items())
+
+
+def test_a_partial_record_round_trips_without_gaining_keys() -> None:
+    """The proxy publishes a subset; reading it back adds nothing."""
+    public = {"tier": "cloud", "fallbacks": [], "usage": {"input_tokens": 1,
+                                                          "output_tokens": 2}}
+    rec = RouteRecord.from_dict(public)
+    assert rec.judge == "" and rec.failover is False
+    assert rec.to_dict() == public

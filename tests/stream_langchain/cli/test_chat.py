@@ -60,12 +60,14 @@ def test_empty_stdin_is_a_clear_error(tmp_path: Path) -> None:
 def test_footer_names_preferred_tiers_that_were_skipped() -> None:
     """The footer says why a HIGH answer did not come from cloud, but not for an override."""
     from stream_langchain.cli.chat import _footer
+    from stream_langchain.record import RouteRecord
 
     rec = {"tier": "local", "complexity": "HIGH", "ttft_ms": 100.0, "override": None,
            "usage": {"output_tokens": 10}, "fallbacks": [],
            "skipped": [{"tier": "cloud", "reason": "not configured"},
                        {"tier": "hpc", "reason": "circuit open after repeated failures"}]}
-    text = _footer(rec, elapsed=1.1)
+    text = _footer(RouteRecord.from_dict(rec), elapsed=1.1)
     assert "skipped: cloud (not configured); hpc (circuit open" in text
     assert "10 tokens | 10.0 tokens/s" in text
-    assert "skipped" not in _footer({**rec, "override": "local"}, elapsed=1.1)
+    assert "skipped" not in _footer(RouteRecord.from_dict({**rec, "override": "local"}),
+                                    elapsed=1.1)
