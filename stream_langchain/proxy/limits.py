@@ -37,6 +37,8 @@ from stream_langchain.proxy.errors import APIError
 __all__ = ["Limiter", "Limits", "Permit"]
 
 WINDOW_S = 60.0
+_GONE = float("-inf")
+"""The time of a token entry pruned out of its window (so a permit knows without a scan)."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,9 @@ class _Window:
         while self.requests and self.requests[0] <= edge:
             self.requests.popleft()
         while self.tokens and self.tokens[0][0] <= edge:
-            self.token_sum -= int(self.tokens.popleft()[1])
+            gone = self.tokens.popleft()
+            self.token_sum -= int(gone[1])
+            gone[0] = _GONE
 
     def charge(self, now: float, n: int) -> list[float]:
         entry = [now, float(n)]
@@ -103,7 +107,7 @@ class Permit:
         entry, self._entry = self._entry, None
         w = self._window
         now = self._clock()
-        if entry is not None and any(e is entry for e in w.tokens):
+        if entry is not None and entry[0] != _GONE:  # still in the window's deque
             w.token_sum -= int(entry[1])
             entry[1] = 0.0
             if entry[0] > now - WINDOW_S:  # still in the minute: settle in place

@@ -207,7 +207,6 @@ class Store:
             raise StoreError(f"cannot open the database {safe_url(url)}: "
                              f"{_one_line(exc, url)}") from None
         self._pending: deque[UsageRow | threading.Event | None] = deque()
-        self._wake = threading.Event()  # something is pending
         self._hurry = threading.Event()  # a flush or close waits: write now
         self._writer = threading.Thread(target=self._write_loop, name="stream-usage-writer",
                                         daemon=True)
@@ -250,15 +249,14 @@ class Store:
     # ------------------------------------------------------------------ usage
 
     BATCH_S = 0.1
-    """How long the writer lets rows gather before one transaction writes them all: a row
-    per request each in its own transaction cost the proxy ~3 ms of CPU per request, and the
-    writer thread woken per row took the GIL from the event loop (flush() does not wait)."""
+    """How often the writer writes what gathered, in one transaction: a row per request each
+    in its own transaction cost the proxy ~3 ms of CPU per request, and the writer thread
+    woken per row took the GIL from the event loop. Recording only appends to a deque (no
+    lock, no wake-up); flush() and close() do not wait for the period."""
 
     def record(self, row: UsageRow) -> None:
         """Queue ``row`` for writing (returns at once; written within :attr:`BATCH_S`)."""
         self._pending.append(row)
-        if not self._wake.is_set():  # one wake-up per batch, not per row
-            self._wake.set()
 
     def flush(self) -> None:
         """Wait until every queued row is in the database."""
@@ -267,18 +265,15 @@ class Store:
         done = threading.Event()
         self._pending.append(done)
         self._hurry.set()
-        self._wake.set()
         while not done.wait(1.0):
             if not self._writer.is_alive():
                 return
 
     def _write_loop(self) -> None:
         while True:
-            self._wake.wait()
             self._hurry.wait(self.BATCH_S)
-            self._wake.clear()
             self._hurry.clear()
-            if self._write_pending():
+            if self._pending and self._write_pending():
                 return
 
     def _write_pending(self) -> bool:
@@ -389,6 +384,5 @@ class Store:
         self._closed = True
         self._pending.append(None)
         self._hurry.set()
-        self._wake.set()
         self._writer.join(timeout=30)
         self.engine.dispose()
