@@ -207,23 +207,23 @@ async def _stream_one(client: httpx.AsyncClient, t: Target, i: int) -> float:
     return first
 
 
-async def _load(t: Target, streams: int, per_stream: int) -> tuple[list[float], int, float]:
+async def _load(t: Target, streams: int,
+                per_stream: int) -> tuple[list[float], list[str], float]:
     limits = httpx.Limits(max_connections=streams + 10, max_keepalive_connections=streams)
     ok: list[float] = []
-    failed = 0
+    failed: list[str] = []
 
     async def worker(w: int, client: httpx.AsyncClient) -> None:
-        nonlocal failed
         for j in range(per_stream):
             try:
                 ok.append(await _stream_one(client, t, w * per_stream + j))
-            except (httpx.HTTPError, RuntimeError):
-                failed += 1
+            except (httpx.HTTPError, RuntimeError) as exc:
+                failed.append(f"{type(exc).__name__}: {exc}"[:200])
 
     async with httpx.AsyncClient(timeout=120, limits=limits) as client:
         await asyncio.gather(*(worker(w, client) for w in range(min(streams, 5))))  # warm
         ok.clear()
-        failed = 0
+        failed.clear()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(w, client) for w in range(streams)))
         wall = time.perf_counter() - t0
@@ -241,9 +241,10 @@ def throughput(proxies: list[Target], concurrency: list[int],
             cpu0 = t.proc.cpu_s()
             ok, failed, wall = asyncio.run(_load(t, streams, per_stream))
             cpu = t.proc.cpu_s() - cpu0
-            row[t.name] = {"requests_per_s": len(ok) / wall, "failed": failed,
-                           "wall_s": wall, "ttft_ms": _summary(ok) if ok else None,
-                           "cpu_ms_per_request": cpu * 1000.0 / max(len(ok) + failed, 1)}
+            row[t.name] = {"requests_per_s": len(ok) / wall, "failed": len(failed),
+                           "errors": failed[:5], "wall_s": wall,
+                           "ttft_ms": _summary(ok) if ok else None,
+                           "cpu_ms_per_request": cpu * 1000.0 / max(len(ok) + len(failed), 1)}
         out.append(row)
     return out
 
