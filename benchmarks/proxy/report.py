@@ -19,6 +19,12 @@ def _added(r: dict[str, Any]) -> str:
     return text
 
 
+def _failed(row: dict[str, Any]) -> str:
+    bad = [f"{name} {row[name]['failed']} of {row['requests']}" for name in ("stream", "litellm")
+           if row[name]["failed"]]
+    return f" (failed: {', '.join(bad)})" if bad else ""
+
+
 def _versus(v: dict[str, Any] | None) -> str:
     if v is None:
         return "not measured in this run"
@@ -34,7 +40,8 @@ def _versus(v: dict[str, Any] | None) -> str:
         f"{row['litellm']['requests_per_s']:.0f} requests/s "
         f"({r['requests_per_s'][str(row['streams'])]:.1f}x), CPU "
         f"{row['stream']['cpu_ms_per_request']:.1f} vs "
-        f"{row['litellm']['cpu_ms_per_request']:.1f} ms/request" for row in v["throughput"])
+        f"{row['litellm']['cpu_ms_per_request']:.1f} ms/request" + _failed(row)
+        for row in v["throughput"])
     return (f"added TTFT p50 {s['added_ttft_ms']['p50']:.1f} vs "
             f"{lt['added_ttft_ms']['p50']:.1f} ms ({r['added_ttft_p50']:.2f}x, goal <= "
             f"{g['p50_ratio']:g}x), p95 {s['added_ttft_ms']['p95']:.1f} vs "
