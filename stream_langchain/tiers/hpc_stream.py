@@ -32,8 +32,8 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 from langchain_core.outputs import ChatGenerationChunk
 
+import stream_langchain.errors as errors
 from hpc_functions import protocol
-from stream_langchain import errors
 from stream_langchain._messages import final_chunk
 from stream_langchain.errors import HPCError, describe
 
