@@ -41,12 +41,12 @@ from langchain_core.messages import AIMessageChunk
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+import stream_langchain.proxy.chat_completions as chat_format
+import stream_langchain.proxy.responses as responses_format
 from stream_langchain._run import model_name
 from stream_langchain.chat_model import ChatStream
 from stream_langchain.context import count_text_tokens, count_tokens
 from stream_langchain.errors import describe
-from stream_langchain.proxy import chat_completions as chat_format
-from stream_langchain.proxy import responses as responses_format
 from stream_langchain.proxy.auth import Authenticator, Authenticators, Identity, KeyAuth, KeyRing
 from stream_langchain.proxy.errors import APIError, ClientGone, ShuttingDown, api_error
 from stream_langchain.proxy.limits import Limiter, Limits, Permit
