@@ -324,7 +324,7 @@ def plan_route(
         ...            capabilities=caps, needs=Needs(images=1), allow_cloud=False)
         Traceback (most recent call last):
         ...
-        stream_langchain.routing.CapabilityError: no tier can serve this request: it needs image
+        stream_langchain.errors.CapabilityError: no tier can serve this request: it needs image
         input (1 image in the conversation) (hpc: not configured; cloud: privacy:
         allow_cloud=False; local: no image input: vision=False (profile))
     """
@@ -355,7 +355,23 @@ def plan_route(
     if need.images or need.tools:
         candidates = _capability_filter(candidates, caps, need, skipped)
 
-    windows = context_windows or {}
+    candidates = _by_size(candidates, context_tokens, context_windows or {}, fitted_tokens,
+                          skipped)
+    healthy = [t for t in candidates if breaker.allow(t)]
+    if healthy and len(healthy) < len(candidates):
+        for t in candidates:
+            if t not in healthy:
+                skipped.append({"tier": t, "reason": "circuit open after repeated failures"})
+        candidates = healthy
+    return RoutePlan(c, candidates, skipped)
+
+
+def _by_size(candidates: list[Tier], context_tokens: int, windows: Mapping[str, int],
+             fitted_tokens: Mapping[str, int] | None,
+             skipped: list[dict[str, str]]) -> list[Tier]:
+    """The tiers the conversation fits: after fitting when ``fitted_tokens`` is known (a tier
+    it still does not fit is skipped, even if none is left), else by its raw size (skipped
+    only while another tier fits)."""
     if fitted_tokens is not None:
         fitting = [t for t in candidates
                    if fitted_tokens.get(t, context_tokens) <= windows.get(t, 1 << 62)]
@@ -364,21 +380,12 @@ def plan_route(
                 skipped.append({"tier": t, "reason": (
                     f"context {context_tokens} tokens, {fitted_tokens.get(t, context_tokens)} "
                     f"after fitting > budget {windows[t]}")})
-        candidates = fitting
-        windows = {}
+        return fitting
     fits = [t for t in candidates if context_tokens <= windows.get(t, 1 << 62)]
-    if fits and len(fits) < len(candidates):
-        for t in candidates:
-            if t not in fits:
-                skipped.append(
-                    {"tier": t, "reason": f"context {context_tokens} tokens > window {windows[t]}"}
-                )
-        candidates = fits
-
-    healthy = [t for t in candidates if breaker.allow(t)]
-    if healthy and len(healthy) < len(candidates):
-        for t in candidates:
-            if t not in healthy:
-                skipped.append({"tier": t, "reason": "circuit open after repeated failures"})
-        candidates = healthy
-    return RoutePlan(c, candidates, skipped)
+    if not fits or len(fits) == len(candidates):
+        return candidates
+    for t in candidates:
+        if t not in fits:
+            skipped.append(
+                {"tier": t, "reason": f"context {context_tokens} tokens > window {windows[t]}"})
+    return fits
