@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl as ssl_module
 from collections import deque
+from typing import cast
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidURI
@@ -66,8 +67,9 @@ class WSClient(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not necessarily an ``asyncio.Transport`` subclass (uvloop's
+        # TCPTransport is not), so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         proto = self.proto

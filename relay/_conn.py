@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
-from typing import Protocol
+from typing import Protocol, cast
 
 from websockets.frames import Close, Frame, Opcode
 from websockets.http11 import Request, Response
@@ -137,8 +137,9 @@ class Conn(asyncio.Protocol):
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not necessarily an ``asyncio.Transport`` subclass (uvloop's
+        # TCPTransport is not), so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=self.server.limits.write_buffer_bytes)
         self.server._conns.add(self)
         loop = asyncio.get_running_loop()

@@ -261,3 +261,33 @@ async def test_async_producer_exit_without_close_truncates(
         with pytest.raises(TruncatedStream):
             async for _ in consumer:
                 pass
+
+
+def test_relay_and_clients_run_on_uvloop(stream: Stream) -> None:
+    """The relay server and both async clients on uvloop (what uvicorn picks when it is
+    installed, as with the proxy extra): its transports are not ``asyncio.Transport``
+    subclasses, and nothing may assume they are."""
+    uvloop = pytest.importorskip("uvloop")
+    from relay.server import RelayServer
+    from tests.relay.conftest import SECRET
+
+    async def main() -> tuple[list[int], str]:
+        async with RelayServer(port=0, secret=SECRET, close_timeout=2.0,
+                               shutdown_timeout=1.0) as server:
+            consumer = Consumer(server.url, stream.channel, stream.tokens.consumer, stream.key)
+
+            async def produce() -> None:
+                async with AsyncProducer(server.url, stream.channel, stream.tokens.producer,
+                                         stream.key) as producer:
+                    for i in range(5):
+                        await producer.send({"i": i})
+                    await producer.close()
+
+            task = asyncio.create_task(produce())
+            got = [p["i"] async for p in consumer]
+            await task
+            return got, type(asyncio.get_running_loop()).__module__
+
+    got, loop_module = uvloop.run(main())
+    assert loop_module.startswith("uvloop")
+    assert got == list(range(5))
