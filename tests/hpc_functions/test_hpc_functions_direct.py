@@ -201,5 +201,6 @@ def test_stream_chat_forwards_the_backends_prompt_tokens(
     counted = httpx.post(llama_server.base_url + "/chat/completions", timeout=120,
                          json={**body, "max_tokens": 1}).json()["usage"]["prompt_tokens"]
     assert summary["prompt_tokens"] == counted > 0
+    assert consumer.usage is not None
     assert payloads[-1]["usage"]["prompt_tokens"] == counted == consumer.usage["prompt_tokens"]
     assert 0 < summary["completion_tokens"] <= 6

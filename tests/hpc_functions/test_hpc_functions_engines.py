@@ -18,8 +18,10 @@ SDK default (``DillCode``, by reference) fails.
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import shutil
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,9 +39,11 @@ from globus_compute_endpoint.engines import (
 )
 from globus_compute_sdk.serialize import ComputeSerializer, DillCode
 
-from hpc_functions import batch_chat, ping
+import relay
+from hpc_functions import batch_chat, ping, stream_chat
 from stream_langchain.tiers.hpc import ChatHPC, HPCTaskError, shipped_serializer
-from stream_langchain.tiers.llama_server import LlamaServer
+from stream_langchain.tiers.llama_server import LlamaServer, free_port
+from tests.paced_backend import PacedBackend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -82,7 +86,8 @@ def pack_task(
     fn_buf = serializer.pack_buffers([serializer.serialize(fn)])
     args_buf = serializer.pack_buffers([serializer.serialize(args), serializer.serialize(kwargs)])
     task_id = uuid.uuid4()
-    return task_id, messagepack.pack(Task(task_id=task_id, task_buffer=fn_buf + args_buf))
+    task = Task(task_id=task_id, container_id=None, container=None, task_buffer=fn_buf + args_buf)
+    return task_id, messagepack.pack(task)
 
 
 def unpack_result(packed: bytes, serializer: ComputeSerializer) -> Any:
@@ -292,6 +297,133 @@ def test_shipped_serializer_is_source_based() -> None:
     assert "def ping" in payload
     restored = serializer.deserialize(payload)
     assert restored is not ping and restored()["ok"]
+
+
+# -- stream_chat's steps travel with it ---------------------------------------------------------
+# stream_chat is a class so that its methods ship with it (PureSourceDill sends the source of the
+# object it is given: for a class, the whole class block). These tests pack it as the SDK packs a
+# task, run it in a fresh worker process through the endpoint's own execute_task, and compare
+# what it sends and returns with a direct call.
+
+_WORKER = """
+import importlib.util, json, pathlib, sys, uuid
+from globus_compute_endpoint.engines.helper import execute_task
+
+def importable(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+run_dir = pathlib.Path(sys.argv[1])
+seen = {name: importable(name) for name in ("hpc_functions", "stream_langchain", "relay")}
+for task_id, task_file in json.loads(sys.argv[2]):
+    packed = execute_task(uuid.UUID(task_id), pathlib.Path(task_file).read_bytes(),
+                          run_dir=run_dir)
+    pathlib.Path(task_file + ".result").write_bytes(packed)
+import relay
+seen["relay_file"] = relay.__file__
+print(json.dumps(seen))
+"""
+
+
+def _run_on_worker(
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]],
+    *,
+    serializer: ComputeSerializer,
+    pythonpath: str,
+    work: Path,
+) -> tuple[list[bytes], dict[str, Any]]:
+    """Pack each call, run them in one fresh worker process (``execute_task``, as the endpoint's
+    workers do), return the packed Results and what the worker could import."""
+    tasks = []
+    for i, (fn, args) in enumerate(calls):
+        task_id, packed = pack_task(fn, *args, serializer=serializer)
+        (work / f"task{i}").write_bytes(packed)
+        tasks.append((str(task_id), str(work / f"task{i}")))
+    out = subprocess.run(
+        [sys.executable, "-c", _WORKER, str(work / "run"), json.dumps(tasks)],
+        cwd=work, env={**os.environ, "PYTHONPATH": pythonpath},
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    return [Path(f + ".result").read_bytes() for _, f in tasks], json.loads(out.stdout)
+
+
+def _steady(payloads: list[dict[str, Any]], summary: dict[str, Any]) -> Any:
+    """Payloads and summary without the clock readings (which differ between two runs)."""
+    clocks = {"node_time", "backend_ttft_s", "duration_s"}
+    strip = [{k: v for k, v in p.items() if k not in clocks} for p in payloads]
+    return strip, {k: v for k, v in summary.items() if k not in clocks}
+
+
+def _stream_once(hpc_relay: tuple[str, str], run: Callable[[dict, dict], dict]) -> Any:
+    url, secret = hpc_relay
+    channel, key = relay.new_channel(), relay.new_key()
+    tokens = relay.mint_tokens(secret, channel, ttl=60)
+    info = {"url": url, "channel": channel, "token": tokens.producer, "key": key}
+    with PacedBackend(tokens=3, interval=0.001) as backend:
+        summary = run({"model": "m", "max_tokens": 3, "backend_url": backend.base_url,
+                       "messages": [{"role": "user", "content": "go"}]}, info)
+    consumer = relay.SyncConsumer(url, channel, tokens.consumer, key, first_frame_timeout=30)
+    with consumer:
+        payloads = list(consumer)
+    kinds = [p["type"] for p in payloads]
+    assert kinds == ["start"] + ["delta"] * summary["frames"] + ["usage"]  # frames: the deltas
+    assert consumer.frames == len(payloads)
+    return _steady(payloads, summary)
+
+
+@pytest.mark.parametrize("shipped", ["by_source", "by_reference"])
+def test_stream_chat_shipped_streams_as_a_direct_call_does(
+    shipped: str, node_site: Path, hpc_relay: tuple[str, str], tmp_path: Path
+) -> None:
+    """stream_chat packed by source and run on a node without the client packages (or by
+    reference, where hpc_functions is installed) sends the same payloads and returns the same
+    summary as a direct call."""
+    if shipped == "by_source":
+        serializer, pythonpath = shipped_serializer(), str(node_site)
+    else:
+        serializer, pythonpath = ComputeSerializer(strategy_code=DillCode()), str(REPO)
+    seen: dict[str, Any] = {}
+
+    def on_worker(request: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+        results, facts = _run_on_worker([(stream_chat, (request, info))], serializer=serializer,
+                                        pythonpath=pythonpath, work=tmp_path)
+        seen.update(facts)
+        return unpack_result(results[0], serializer)  # type: ignore[no-any-return]
+
+    direct_payloads, direct_summary = _stream_once(hpc_relay, stream_chat)
+    payloads, summary = _stream_once(hpc_relay, on_worker)
+    assert summary["ok"] and summary["mode"] == "stream" and summary["completion_tokens"] == 3
+    assert (payloads, summary) == (direct_payloads, direct_summary)
+    node = shipped == "by_source"
+    assert seen["hpc_functions"] is seen["stream_langchain"] is (not node)
+    assert Path(seen["relay_file"]).is_relative_to(node_site) is node
+
+
+def test_every_node_function_runs_by_source_on_a_bare_node(
+    node_site: Path, tmp_path: Path
+) -> None:
+    """ping, batch_chat and stream_chat (batch fallback) run by source on a node without the
+    client packages; their results and errors are those of a direct call."""
+    serializer = shipped_serializer()
+    with PacedBackend(tokens=3, interval=0.001) as backend:  # refuses non-streamed requests
+        request = {"model": "m", "backend_url": backend.base_url,
+                   "messages": [{"role": "user", "content": "go"}]}
+        info = {"url": f"ws://127.0.0.1:{free_port()}", "channel": relay.new_channel(),
+                "token": "t", "key": relay.new_key(), "open_timeout": 2,
+                "batch_on_relay_error": True}
+        results, seen = _run_on_worker(
+            [(ping, ()), (batch_chat, (request,)), (stream_chat, (request, info))],
+            serializer=serializer, pythonpath=str(node_site), work=tmp_path)
+        direct = stream_chat(request, info)
+    assert not seen["hpc_functions"] and not seen["stream_langchain"]
+    assert unpack_result(results[0], serializer) == ping()
+    with pytest.raises(RemoteTaskError, match="RuntimeError: backend returned HTTP 400"):
+        unpack_result(results[1], serializer)
+    fallback = unpack_result(results[2], serializer)
+    assert fallback["mode"] == "batch" and fallback["error_kind"] == "backend"
+    assert _steady([], fallback) == _steady([], direct)
 
 
 # -- images through the HPC path (issue #16) ----------------------------------------------------

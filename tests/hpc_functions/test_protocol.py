@@ -1,8 +1,8 @@
 """The node (hpc_functions.chat) and the client (tiers.hpc_stream) speak hpc_functions.protocol.
 
 stream_chat cannot import the protocol module on a node (it is shipped by source), so it
-writes the literals; these tests read what it writes, statically and on a real run, and feed
-every kind to the client's state machine.
+writes the literals; these tests read what it writes, statically (every method of the shipped
+class) and on a real run, and feed every kind to the client's state machine.
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ from stream_langchain.tiers.llama_server import free_port
 from tests.paced_backend import PacedBackend
 
 
-def _function(name: str) -> ast.FunctionDef:
+def _definition(name: str) -> ast.FunctionDef | ast.ClassDef:
+    """The module-level ``def`` or ``class`` named ``name`` (the whole block that ships)."""
     tree = ast.parse(inspect.getsource(chat))
-    return next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name)
+    defs = (ast.FunctionDef, ast.ClassDef)
+    return next(n for n in tree.body if isinstance(n, defs) and n.name == name)
+
+
+def _named(node: ast.expr) -> str | None:
+    """The name an expression ends in: ``f`` -> ``f``, ``self.f`` -> ``f``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    return node.attr if isinstance(node, ast.Attribute) else None
 
 
 def _dict_literals(node: ast.AST) -> list[ast.Dict]:
@@ -34,7 +43,7 @@ def _keys(d: ast.Dict) -> set[str]:
 def test_the_payload_kinds_stream_chat_writes_are_the_protocols() -> None:
     """Every {"type": ...} literal in stream_chat names a protocol kind, and all kinds occur."""
     kinds = set()
-    for d in _dict_literals(_function("stream_chat")):
+    for d in _dict_literals(_definition("stream_chat")):
         for k, v in zip(d.keys, d.values, strict=True):
             if isinstance(k, ast.Constant) and k.value == "type":
                 assert isinstance(v, ast.Constant)
@@ -43,14 +52,18 @@ def test_the_payload_kinds_stream_chat_writes_are_the_protocols() -> None:
 
 
 def test_the_summary_keys_stream_chat_writes_are_the_protocols() -> None:
-    """The initial summary has exactly the protocol's keys; every finish(...) key is known."""
-    fn = _function("stream_chat")
-    initial = next(d for d in _dict_literals(fn) if "ok" in _keys(d))
-    assert _keys(initial) == protocol.SUMMARY_KEYS
+    """The initial summary has exactly the protocol's keys; every key _finish(...) sets or a
+    summary[...] subscript names is known."""
+    fn = _definition("stream_chat")
+    initials = [d for d in _dict_literals(fn) if "ok" in _keys(d)]
+    assert len(initials) == 1 and _keys(initials[0]) == protocol.SUMMARY_KEYS
     finished: set[str] = set()
     for call in ast.walk(fn):
-        if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "finish":
+        if isinstance(call, ast.Call) and _named(call.func) == "_finish":
             finished.update(kw.arg for kw in call.keywords if kw.arg)
+    written = {n.slice.value for n in ast.walk(fn) if isinstance(n, ast.Subscript)
+               and _named(n.value) == "summary" and isinstance(n.slice, ast.Constant)}
+    assert written and written <= protocol.SUMMARY_KEYS
     assert finished and finished <= protocol.BATCH_SUMMARY_KEYS
     assert {"completion", "relay_error"} <= finished
 
