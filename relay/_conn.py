@@ -140,7 +140,7 @@ class Conn(asyncio.Protocol):
         # A stream transport; not necessarily an ``asyncio.Transport`` subclass (uvloop's
         # TCPTransport is not), so no isinstance check.
         self.transport = cast(asyncio.Transport, transport)
-        transport.set_write_buffer_limits(high=self.server.limits.write_buffer_bytes)
+        self.transport.set_write_buffer_limits(high=self.server.limits.write_buffer_bytes)
         self.server._conns.add(self)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self.server.timeouts.open, self._handshake_timeout)
