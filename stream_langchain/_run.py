@@ -257,6 +257,19 @@ class RequestRun:
                 sizes[tier] = got
         return sizes or None
 
+    def settled(self, tier: str) -> Fitted | None:
+        """``tier``'s fit of the original conversation when it is known without waiting:
+        made at routing, or made now when the conversation goes to ``tier`` as it is (the
+        common case: no fitter I/O, no thread). ``None``: the shell must fit (I/O)."""
+        if tier in self.fits or not isinstance(self.fitter, _DetailedFitter):
+            return self.fits.get(tier)
+        with self.counting():
+            got = self.fitter.settle(self.messages, budget_tokens=self.budget(tier), tier=tier)
+        if isinstance(got, Fitted):
+            self.fits[tier] = got
+            return got
+        return None
+
     def route(self, plan: RoutePlan) -> None:
         """The tiers to try, in order (``routing.plan_route``)."""
         self.plan = plan
@@ -277,7 +290,7 @@ class RequestRun:
             messages = self.messages_for(tier)
             attempt = Attempt(tier, model, messages, {**call, **kwargs}, self.budget(tier),
                               fit_needed=self.fitter is not None)
-            known = None if self.partial else self.fits.get(tier)
+            known = None if self.partial else self.settled(tier)
             if known is not None and self.use_fit(attempt, known):
                 yield attempt
             elif known is None:

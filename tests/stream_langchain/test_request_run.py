@@ -84,6 +84,18 @@ def test_a_conversation_that_fits_as_it_is_is_fitted_once_for_routing_and_sendin
     assert fitter.estimates == 2 and fitter.fits == 0
 
 
+def test_a_forced_tier_the_conversation_fits_needs_no_fit_from_the_shell() -> None:
+    """Routing made no fits (a forced tier skips ``fitted_sizes``): the attempt settles the
+    fit itself when the conversation goes as it is, so the shell's fitter call (a thread
+    hop for MemoryFitter) is not made."""
+    fitter = SizeFitter()
+    run = _run(order=["hpc"], budgets={"local": 500, "hpc": 900}, fitter=fitter)
+    attempt = next(run.attempts(_bind))
+    assert attempt.tier == "hpc" and not attempt.fit_needed
+    assert attempt.messages == run.messages and run.fitted is not None
+    assert fitter.estimates == 1 and fitter.fits == 0
+
+
 def test_a_tier_over_budget_is_fitted_by_the_shell_and_skipped_when_it_still_does_not_fit(
 ) -> None:
     fitter = SizeFitter()
