@@ -205,6 +205,10 @@ class _Proxy:
         self._no_keys_until = 0.0
         self._has_keys = True
         self._drained = asyncio.Event()
+        self._reading: set[asyncio.Task[Any]] = set()
+        """Request tasks waiting for their next chunk (:meth:`_next`)."""
+        self._cut: set[asyncio.Task[Any]] = set()
+        """Those the drain cancelled, until they report it."""
 
     # ------------------------------------------------------------------ shutdown
 
@@ -212,28 +216,49 @@ class _Proxy:
         """Graceful shutdown began: answers still running in ``within_s`` seconds are cut
         then, each with an error the client can read (SSE ``error`` event or a 503,
         ``server_shutting_down``) and its usage row, before the server cancels them."""
-        asyncio.get_running_loop().call_later(max(within_s, 0.0), self._drained.set)
+        asyncio.get_running_loop().call_later(max(within_s, 0.0), self._cut_all)
+
+    def _cut_all(self) -> None:
+        """The drain time is up: every request waiting for its next chunk is cancelled
+        there (which stops its tier) and told :class:`ShuttingDown` (:meth:`_next`)."""
+        self._drained.set()
+        for task in list(self._reading):
+            if task not in self._cut:
+                self._cut.add(task)
+                task.cancel()
+
+    def _was_cut(self, task: asyncio.Task[Any]) -> bool:
+        """Whether the drain cancelled ``task`` (that cancellation is then taken back: the
+        request goes on to report the cut)."""
+        if task not in self._cut:
+            return False
+        self._cut.discard(task)
+        task.uncancel()
+        return True
 
     async def _next(self, agen: AsyncIterator[AIMessageChunk]) -> Any:
-        """The next chunk, ``_END``, or :class:`ShuttingDown` when the drain time is up."""
+        """The next chunk, ``_END``, or :class:`ShuttingDown` when the drain time is up.
+
+        The chunk is awaited in the request's own task (no task per chunk); the drain
+        cancels that task while it waits (:meth:`_cut_all`)."""
         if self._drained.is_set():
             raise ShuttingDown()
-        nxt = asyncio.ensure_future(agen.__anext__())
-        stop = asyncio.ensure_future(self._drained.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._reading.add(task)
         try:
-            await asyncio.wait({nxt, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-            if not nxt.done():  # shutting down, or this request was cancelled
-                nxt.cancel()
-                with contextlib.suppress(BaseException):
-                    await nxt
-        if nxt.cancelled():
-            raise ShuttingDown()
-        try:
-            return nxt.result()
+            chunk = await agen.__anext__()
         except StopAsyncIteration:
-            return _END
+            chunk = _END
+        except asyncio.CancelledError:
+            if self._was_cut(task):
+                raise ShuttingDown() from None
+            raise
+        finally:
+            self._reading.discard(task)
+        if self._was_cut(task):  # the tier finished its chunk despite the cancellation
+            raise ShuttingDown()
+        return chunk
 
     async def _collect(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter) -> None:
         while (chunk := await self._next(agen)) is not _END:
@@ -402,23 +427,23 @@ class _Proxy:
                       request: Request) -> AsyncGenerator[bytes, None]:
         status, error = "aborted", None
         writer = enc.writer
+        # One body write per chunk (its events joined): every write is a syscall and, on a
+        # kept-alive connection, a packet.
         try:
-            for event in first:
-                yield event
+            if first:
+                yield b"".join(first)
             while (chunk := await self._next(agen)) is not _END:
-                for event in enc.chunk(chunk):
-                    yield event
+                if events := enc.chunk(chunk):
+                    yield b"".join(events)
             status = "ok"
             inp, out = self._tokens(call, writer)
-            for event in enc.end(public_route(writer.record), inp, out):
-                yield event
+            yield b"".join(enc.end(public_route(writer.record), inp, out))
         except Exception as exc:  # failed after streaming began: say so, never a fake "stop"
             status, error = "error", exc
             err = api_error(exc)
             error = err  # the row says what the client was told
             _log_error(request, err)
-            for event in enc.error(err):
-                yield event
+            yield b"".join(enc.error(err))
         finally:
             if status == "aborted":
                 self.metrics.cancelled.inc()
