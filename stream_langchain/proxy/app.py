@@ -19,7 +19,7 @@ Example:
     >>> chat = ChatStream(local=GenericFakeChatModel(messages=iter(["hi"])),
     ...                   judge=KeywordJudge())
     >>> app = create_app(chat, store=Store("sqlite://"))
-    >>> sorted(r.path for r in app.routes if r.path.startswith("/v1/chat"))
+    >>> sorted(p for p in app.openapi()["paths"] if p.startswith("/v1/chat"))
     ['/v1/chat/completions']
 """
 
@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse, Response
 from langchain_core.messages import AIMessageChunk
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 import stream_langchain.proxy.chat_completions as chat_format
 import stream_langchain.proxy.responses as responses_format
@@ -529,6 +530,175 @@ def _error_response(err: APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
+def _proxy(request: Request) -> _Proxy:
+    return cast(_Proxy, request.app.state.proxy)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Say what is served (and warn when no key can get in); flush usage at the end."""
+    proxy = cast(_Proxy, app.state.proxy)
+    store, chat = proxy.store, proxy.chat
+    n = await asyncio.to_thread(store.active_key_count)
+    if proxy.globus is not None:
+        logger.info("accepting %s%s", proxy.globus.describe(),
+                    f" and {n} API key(s)" if "keys" in proxy.auth else "")
+    elif n == 0:
+        logger.warning("the key store (%s) has no API keys: every request gets 401 until "
+                       "`stream keys create --name NAME` makes one", store.url_safe)
+    else:
+        logger.info("serving %s with %d API key(s); tiers: %s", ", ".join(proxy.models), n,
+                    ", ".join(chat.tiers))
+    if proxy.shared is not None:
+        await proxy.shared.ping()
+        logger.info("shared state in Redis at %s (%s)", proxy.shared.url_safe,
+                    proxy.shared.health()["redis"])
+    yield
+    await asyncio.to_thread(store.flush)
+    if proxy.shared is not None:
+        await proxy.shared.close()
+
+
+# ---------------------------------------------------------------------- error handlers
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    err = cast(APIError, exc)
+    _log_error(request, err)
+    ident = getattr(request.state, "identity", None)
+    if isinstance(ident, Identity):  # an authenticated caller: its limits, every time
+        for name, value in _proxy(request).limiter.headers(ident.name, rpm=ident.rpm,
+                                                           tpm=ident.tpm).items():
+            err.headers.setdefault(name, value)
+    return _error_response(err)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    status = cast(StarletteHTTPException, exc).status_code
+    msg = "no such route" if status == 404 else str(cast(StarletteHTTPException, exc).detail)
+    api = APIError(status, msg, code="not_found" if status == 404 else None)
+    _log_error(request, api)
+    return _error_response(api)
+
+
+async def _validation(request: Request, exc: Exception) -> Response:
+    errors = cast(RequestValidationError, exc).errors()
+    err = errors[0] if errors else {"loc": (), "msg": "invalid request"}
+    param = ".".join(str(p) for p in err.get("loc", ()))
+    api = APIError(422, f"{param}: {err.get('msg')}", param=param or None,
+                   code="invalid_value")
+    _log_error(request, api)
+    return _error_response(api)
+
+
+async def _unexpected(_r: Request, exc: Exception) -> Response:
+    logger.error("unhandled error: %s", describe(exc))
+    return _error_response(APIError(500, "internal error", code="internal_error"))
+
+
+# ---------------------------------------------------------------------- routes
+
+async def health(request: Request) -> dict[str, Any]:
+    """Liveness, each tier's circuit state and, with Redis, the shared state (no
+    authentication); ``degraded`` while Redis is unreachable."""
+    proxy = _proxy(request)
+    out: dict[str, Any] = {"status": "ok", "models": list(proxy.models),
+                           "tiers": {t: proxy.chat.breaker.state(t) for t in proxy.chat.tiers}}
+    if proxy.shared is not None:
+        ok = await proxy.shared.ping()
+        out["shared"] = proxy.shared.health()
+        out["status"] = "ok" if ok else "degraded"
+    return out
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics (a key is required only with ``ProxyConfig.metrics_key``)."""
+    proxy = _proxy(request)
+    if proxy.config.metrics_key:
+        await proxy.authenticate(request)
+    return Response(generate_latest(proxy.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def list_models(request: Request) -> JSONResponse:
+    """The models this proxy serves: ``stream`` (auto-routing) and one per tier."""
+    proxy = _proxy(request)
+    ident = await proxy.authenticate(request)
+    return JSONResponse({"object": "list", "data": proxy.model_entries()},
+                        headers=proxy.limiter.headers(ident.name, rpm=ident.rpm,
+                                                      tpm=ident.tpm))
+
+
+async def get_model(model: str, request: Request) -> JSONResponse:
+    """One model (404 when this proxy does not serve it)."""
+    proxy = _proxy(request)
+    await proxy.authenticate(request)
+    proxy.tier_for(model)
+    return JSONResponse(next(m for m in proxy.model_entries() if m["id"] == model))
+
+
+async def chat_completions(request: Request) -> Response:
+    """OpenAI chat completions, streaming (SSE) or not, routed by STREAM (user messages
+    may carry images: they go only to tiers that take them, else 400)."""
+    return await _proxy(request).chat_completions(request)
+
+
+async def responses(request: Request) -> Response:
+    """OpenAI Responses API (text and images in, text out, streaming events, function
+    tools)."""
+    return await _proxy(request).responses(request)
+
+
+async def admin_revoke(key_id: str, request: Request) -> JSONResponse:
+    """Revoke a key (admin keys only): refused at once by every replica sharing Redis."""
+    proxy = _proxy(request)
+    ident = await proxy.authenticate(request)
+    if not ident.admin:
+        raise APIError(403, f"key {ident.key_id!r} has no admin rights",
+                       code="admin_required")
+    if not await proxy.revoke(key_id):
+        raise APIError(404, f"no active key {key_id!r}", code="key_not_found")
+    return JSONResponse({"id": key_id, "revoked": True})
+
+
+async def admin_usage(request: Request, identity: str | None = None,
+                      since: float = 0.0, by: str = "identity") -> JSONResponse:
+    """Usage per identity and tier (``by=tier``: per tier), with errors, aborted and,
+    when the cloud tier's price is configured, ``cost_avoided_usd`` (admin keys only)."""
+    proxy = _proxy(request)
+    ident = await proxy.authenticate(request)
+    if not ident.admin:
+        who = (f"Globus identity {ident.name!r}" if ident.source == "globus"
+               else f"key {ident.key_id!r}")
+        raise APIError(403, f"{who} has no admin rights", code="admin_required")
+    if by not in ("identity", "tier"):
+        raise APIError(400, "by must be identity or tier", param="by", code="invalid_value")
+    store, chat = proxy.store, proxy.chat
+    await asyncio.to_thread(store.flush)
+    rows = await asyncio.to_thread(store.summary, identity=identity, since=since, by=by)
+    price = chat.prices.get(model_name(chat.cloud)) if chat.cloud is not None else None
+    if price is not None:
+        rows = cost_avoided(rows, input_usd_per_m=float(price.get("input", 0.0)),
+                            output_usd_per_m=float(price.get("output", 0.0)))
+    return JSONResponse({"object": "list", "data": rows})
+
+
+def _add_routes(app: FastAPI, models: list[str]) -> None:
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/v1/models/{model}", get_model, methods=["GET"])
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"],
+                      openapi_extra=chat_format.openapi_body(models))
+    app.add_api_route("/v1/responses", responses, methods=["POST"],
+                      openapi_extra=responses_format.openapi_body(models))
+    app.add_api_route("/v1/admin/keys/{key_id}/revoke", admin_revoke, methods=["POST"])
+    app.add_api_route("/v1/admin/usage", admin_usage, methods=["GET"])
+    # The two inference routes take only the Request: served by plain Starlette routes
+    # placed first, they skip FastAPI's per-request dependency resolution; the API routes
+    # above stay for the OpenAPI schema (and answer nothing the plain ones do not).
+    app.router.routes[:0] = [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+                             Route("/v1/responses", responses, methods=["POST"])]
+
+
 def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = None,
                globus: GlobusAuth | None = None) -> FastAPI:
     """The proxy as an ASGI app serving ``chat``.
@@ -540,142 +710,14 @@ def create_app(chat: ChatStream, *, store: Store, config: ProxyConfig | None = N
         globus: checks Globus tokens when ``config.auth`` includes ``globus``.
     """
     proxy = _Proxy(chat, store, config or ProxyConfig(), globus)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        n = await asyncio.to_thread(store.active_key_count)
-        if proxy.globus is not None:
-            logger.info("accepting %s%s", proxy.globus.describe(),
-                        f" and {n} API key(s)" if "keys" in proxy.auth else "")
-        elif n == 0:
-            logger.warning("the key store (%s) has no API keys: every request gets 401 until "
-                           "`stream keys create --name NAME` makes one", store.url_safe)
-        else:
-            logger.info("serving %s with %d API key(s); tiers: %s", ", ".join(proxy.models), n,
-                        ", ".join(chat.tiers))
-        if proxy.shared is not None:
-            await proxy.shared.ping()
-            logger.info("shared state in Redis at %s (%s)", proxy.shared.url_safe,
-                        proxy.shared.health()["redis"])
-        yield
-        await asyncio.to_thread(store.flush)
-        if proxy.shared is not None:
-            await proxy.shared.close()
-
-    app = FastAPI(title="STREAM proxy", version="1", lifespan=lifespan,
+    app = FastAPI(title="STREAM proxy", version="1", lifespan=_lifespan,
                   description="OpenAI-compatible API over STREAM's tiers (local, HPC, cloud).")
     app.state.proxy = proxy
     app.state.on_drain = proxy.drain  # called by serve()/ProxyServer when shutdown begins
-
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        _log_error(request, exc)
-        ident = getattr(request.state, "identity", None)
-        if isinstance(ident, Identity):  # an authenticated caller: its limits, every time
-            for name, value in proxy.limiter.headers(ident.name, rpm=ident.rpm,
-                                                     tpm=ident.tpm).items():
-                exc.headers.setdefault(name, value)
-        return _error_response(exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        msg = "no such route" if exc.status_code == 404 else str(exc.detail)
-        api = APIError(exc.status_code, msg, code="not_found" if exc.status_code == 404
-                       else None)
-        _log_error(request, api)
-        return _error_response(api)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(p) for p in err.get("loc", ()))
-        api = APIError(422, f"{param}: {err.get('msg')}", param=param or None,
-                       code="invalid_value")
-        _log_error(request, api)
-        return _error_response(api)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_r: Request, exc: Exception) -> JSONResponse:
-        logger.error("unhandled error: %s", describe(exc))
-        return _error_response(APIError(500, "internal error", code="internal_error"))
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        """Liveness, each tier's circuit state and, with Redis, the shared state (no
-        authentication); ``degraded`` while Redis is unreachable."""
-        out: dict[str, Any] = {"status": "ok", "models": list(proxy.models),
-                               "tiers": {t: chat.breaker.state(t) for t in chat.tiers}}
-        if proxy.shared is not None:
-            ok = await proxy.shared.ping()
-            out["shared"] = proxy.shared.health()
-            out["status"] = "ok" if ok else "degraded"
-        return out
-
-    @app.get("/metrics")
-    async def metrics(request: Request) -> Response:
-        """Prometheus metrics (a key is required only with ``ProxyConfig.metrics_key``)."""
-        if proxy.config.metrics_key:
-            await proxy.authenticate(request)
-        return Response(generate_latest(proxy.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models")
-    async def list_models(request: Request) -> JSONResponse:
-        """The models this proxy serves: ``stream`` (auto-routing) and one per tier."""
-        ident = await proxy.authenticate(request)
-        return JSONResponse({"object": "list", "data": proxy.model_entries()},
-                            headers=proxy.limiter.headers(ident.name, rpm=ident.rpm,
-                                                          tpm=ident.tpm))
-
-    @app.get("/v1/models/{model}")
-    async def get_model(model: str, request: Request) -> JSONResponse:
-        """One model (404 when this proxy does not serve it)."""
-        await proxy.authenticate(request)
-        proxy.tier_for(model)
-        return JSONResponse(next(m for m in proxy.model_entries() if m["id"] == model))
-
-    @app.post("/v1/chat/completions",
-              openapi_extra=chat_format.openapi_body(list(proxy.models)))
-    async def chat_completions(request: Request) -> Response:
-        """OpenAI chat completions, streaming (SSE) or not, routed by STREAM (user messages
-        may carry images: they go only to tiers that take them, else 400)."""
-        return await proxy.chat_completions(request)
-
-    @app.post("/v1/responses", openapi_extra=responses_format.openapi_body(list(proxy.models)))
-    async def responses(request: Request) -> Response:
-        """OpenAI Responses API (text and images in, text out, streaming events, function
-        tools)."""
-        return await proxy.responses(request)
-
-    @app.post("/v1/admin/keys/{key_id}/revoke")
-    async def admin_revoke(key_id: str, request: Request) -> JSONResponse:
-        """Revoke a key (admin keys only): refused at once by every replica sharing Redis."""
-        ident = await proxy.authenticate(request)
-        if not ident.admin:
-            raise APIError(403, f"key {ident.key_id!r} has no admin rights",
-                           code="admin_required")
-        if not await proxy.revoke(key_id):
-            raise APIError(404, f"no active key {key_id!r}", code="key_not_found")
-        return JSONResponse({"id": key_id, "revoked": True})
-
-    @app.get("/v1/admin/usage")
-    async def admin_usage(request: Request, identity: str | None = None,
-                          since: float = 0.0, by: str = "identity") -> JSONResponse:
-        """Usage per identity and tier (``by=tier``: per tier), with errors, aborted and,
-        when the cloud tier's price is configured, ``cost_avoided_usd`` (admin keys only)."""
-        ident = await proxy.authenticate(request)
-        if not ident.admin:
-            who = (f"Globus identity {ident.name!r}" if ident.source == "globus"
-                   else f"key {ident.key_id!r}")
-            raise APIError(403, f"{who} has no admin rights", code="admin_required")
-        if by not in ("identity", "tier"):
-            raise APIError(400, "by must be identity or tier", param="by", code="invalid_value")
-        await asyncio.to_thread(store.flush)
-        rows = await asyncio.to_thread(store.summary, identity=identity, since=since, by=by)
-        price = chat.prices.get(model_name(chat.cloud)) if chat.cloud is not None else None
-        if price is not None:
-            rows = cost_avoided(rows, input_usd_per_m=float(price.get("input", 0.0)),
-                                output_usd_per_m=float(price.get("output", 0.0)))
-        return JSONResponse({"object": "list", "data": rows})
-
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(Exception, _unexpected)
+    _add_routes(app, list(proxy.models))
     app.add_middleware(AccessLog, metrics=proxy.metrics)
     return app
