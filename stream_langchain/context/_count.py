@@ -146,8 +146,27 @@ def _countable_text(message: BaseMessage) -> str:
     return text
 
 
+_CACHED_CHARS = 8192
+"""Texts up to this many characters have their cl100k count cached (process-wide, the most
+recent :data:`_CACHED_TEXTS`): a conversation's history is counted again on every turn, and
+by the proxy's admission before the engine."""
+_CACHED_TEXTS = 2048
+
+
 def count_text_tokens(text: str) -> int:
-    """Tokens of ``text`` in cl100k_base."""
+    """Tokens of ``text`` in cl100k_base.
+
+    Example:
+        >>> count_text_tokens("hello world")
+        2
+    """
+    if len(text) <= _CACHED_CHARS:
+        return _cached_count(text)
+    return len(_encoding().encode(text, disallowed_special=()))
+
+
+@functools.lru_cache(maxsize=_CACHED_TEXTS)
+def _cached_count(text: str) -> int:
     return len(_encoding().encode(text, disallowed_special=()))
 
 
