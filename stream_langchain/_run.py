@@ -226,7 +226,8 @@ class RequestRun:
         self.tier_metadata: dict[str, Any] = {}
         self.usage_estimated = False
         self._tier_output = False
-        self._announced = False
+        self._announced: str | None = None
+        """The tier the route hint named (:meth:`on_chunk`)."""
 
     # ----------------------------------------------------------------- routing
 
@@ -328,6 +329,12 @@ class RequestRun:
         if not isinstance(message, AIMessageChunk):
             message = AIMessageChunk(**message.model_dump(exclude={"type"}))
         meta = dict(message.response_metadata)
+        if self._announced != tier and not self.started_output:
+            # The first chunk of a tier's stream says where the answer comes from (a UI, or
+            # the proxy's headers, need not wait for the first token); a tier that began and
+            # failed before any output is replaced by the next one's announcement.
+            self._announced = tier
+            meta[HINT_KEY] = self.route_hint(tier)
         if _has_output(message):
             self._output(tier, message, meta)
         if message.usage_metadata:
@@ -351,11 +358,6 @@ class RequestRun:
             self.tiers_used.append(tier)
         if isinstance(message.content, str):
             self.partial.append(message.content)
-        if not self._announced:
-            # The first output chunk says where the answer comes from, so a UI can show it
-            # before the last chunk's full record arrives.
-            self._announced = True
-            meta[HINT_KEY] = self.route_hint(tier)
 
     def on_error(self, tier: str, exc: BaseException) -> None:
         """Record a tier's failure; raise if the answer cannot continue elsewhere."""

@@ -36,7 +36,7 @@ __all__ = ["RECORD_KEY", "HINT_KEY", "Fallback", "RouteHint", "RouteRecord", "Sk
 RECORD_KEY = "stream"
 """``response_metadata`` key of the full record (last chunk, final message)."""
 HINT_KEY = "stream_route"
-"""``response_metadata`` key of the early :class:`RouteHint` (first output chunk)."""
+"""``response_metadata`` key of the early :class:`RouteHint` (a tier's first chunk)."""
 
 TIER_METADATA_KEYS = ("hpc_mode", "hpc_fallback_reason", "hpc_queue_ms",
                       "hpc_backend_ttft_ms", "hpc_relay", "hpc_endpoint", "hpc_failovers")
@@ -68,7 +68,8 @@ class Usage(TypedDict):
 
 @dataclass
 class RouteHint:
-    """The decision as known at the first token (``response_metadata["stream_route"]``).
+    """The decision as known when a tier's stream begins (``response_metadata["stream_route"]``
+    on its first chunk).
 
     ``fallbacks`` is the same list as the record's (``{"tier", "error"}`` each), never a count.
 

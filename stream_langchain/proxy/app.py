@@ -9,8 +9,9 @@ With ``ProxyConfig.redis_url`` limits, revocation and breakers are shared by rep
 One request: authenticate (Bearer key) -> bounded body -> validate (:mod:`.schema`) -> model
 to tier -> rate limits (:mod:`.limits`) -> ``ChatStream.astream`` -> the chunks out as SSE or
 one JSON body -> one usage row (:mod:`.usage`), however the request ends. Headers are sent
-once the first token (or the end) is known, so a request no tier can serve is a plain 503 and
-the stream's ``x-stream-route`` header names the tier answering.
+once a tier's stream has begun (its first chunk, which announces the route) or the request
+ended, so a request no tier can serve is a plain 503 and the stream's ``x-stream-route``
+header names the tier answering.
 
 Example:
     >>> from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -151,6 +152,12 @@ class _Call:
 _END: Any = object()
 
 
+def _first_output(call: _Call, writer: ChunkWriter) -> None:
+    """The request's time to first token, when the first text or tool call came."""
+    if call.ttft is None and writer.has_output:
+        call.ttft = time.perf_counter()
+
+
 async def _unless_gone(request: Request, aw: Awaitable[T]) -> T:
     """Await ``aw`` unless the client disconnects first; then cancel it (which cancels the
     tier's generation) and raise :class:`ClientGone`."""
@@ -261,9 +268,11 @@ class _Proxy:
             raise ShuttingDown()
         return chunk
 
-    async def _collect(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter) -> None:
+    async def _collect(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter,
+                       call: _Call) -> None:
         while (chunk := await self._next(agen)) is not _END:
             writer.feed(chunk)
+            _first_output(call, writer)
 
     # ------------------------------------------------------------------ auth
 
@@ -398,7 +407,7 @@ class _Proxy:
             headers.update(_route_header(route))
             return SSEResponse(self._events(agen, enc, first, call, request), headers=headers)
         try:
-            await _unless_gone(request, self._collect(agen, writer))
+            await _unless_gone(request, self._collect(agen, writer, call))
         except BaseException as exc:
             mapped = self.map_error(exc)
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
@@ -414,12 +423,14 @@ class _Proxy:
 
     async def _until_output(self, agen: AsyncIterator[AIMessageChunk], enc: Encoder,
                             call: _Call) -> list[bytes]:
-        """Pull chunks until one carries output (or the stream ends): the headers wait for
-        it, so a request that no tier serves is still an ordinary error response."""
+        """Pull chunks until a tier's stream begins (the chunk announcing the route, or
+        output) or the stream ends: the headers wait for it, so a request that no tier
+        serves is still an ordinary error response, and they go out while the first token
+        is on its way (the client reads them meanwhile)."""
         while (chunk := await self._next(agen)) is not _END:
             events = enc.chunk(chunk)
+            _first_output(call, enc.writer)
             if events:
-                call.ttft = time.perf_counter()
                 return events
         return []
 
@@ -434,7 +445,9 @@ class _Proxy:
             if first:
                 yield b"".join(first)
             while (chunk := await self._next(agen)) is not _END:
-                if events := enc.chunk(chunk):
+                events = enc.chunk(chunk)
+                _first_output(call, writer)
+                if events:
                     yield b"".join(events)
             status = "ok"
             inp, out = self._tokens(call, writer)

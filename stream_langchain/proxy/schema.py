@@ -427,18 +427,27 @@ class ChunkWriter:
         self.hint: RouteHint | None = None
 
     def feed(self, message: AIMessageChunk) -> Delta | None:
-        """Take one engine chunk; return what it added, or ``None`` (nothing new)."""
+        """Take one engine chunk; return what it added, or ``None`` (nothing new). The chunk
+        that announces the route (a tier's stream began) adds an empty delta: the answer
+        has started, even before its first token."""
+        announced = self.hint is None
         meta = message.response_metadata
         if meta:
             self._meta(meta)
+        announced = announced and self.hint is not None
         text = _text(message.content)
         if text:
             self.text.append(text)
             self.content_chunks += 1
         calls = [self._call(tc) for tc in message.tool_call_chunks]
         if not text and not calls:
-            return None
+            return Delta("", []) if announced else None
         return Delta(text, calls)
+
+    @property
+    def has_output(self) -> bool:
+        """Whether any text or tool call came."""
+        return bool(self.content_chunks or self.tool_calls)
 
     def _meta(self, meta: dict[str, Any]) -> None:
         record = RouteRecord.from_metadata(meta)

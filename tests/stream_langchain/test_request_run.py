@@ -151,6 +151,27 @@ def test_a_failure_after_the_first_token_continues_on_the_next_tier() -> None:
     assert rec.fallbacks == [{"tier": "local", "error": "ConnectionResetError: backend reset"}]
 
 
+def test_the_route_is_announced_on_a_tiers_first_chunk_even_before_its_first_token() -> None:
+    """The hint rides on the first chunk of a tier's stream (an OpenAI-style role chunk has
+    no content); it is said once while that tier answers, and again by the next tier when
+    the first began and failed before any output."""
+    run = _run(order=["local", "hpc"])
+    attempts = run.attempts(_bind)
+    next(attempts)
+    empty = run.on_chunk("local", AIMessageChunk(content=""))
+    hint = RouteHint.from_metadata(empty.message.response_metadata)
+    assert hint is not None and hint.tier == "local" and run.ttft_ms is None
+    run.on_error("local", ConnectionResetError("backend reset"))
+    next(attempts)
+    again = RouteHint.from_metadata(run.on_chunk("hpc", AIMessageChunk(content="")).message
+                                    .response_metadata)
+    assert again is not None and again.tier == "hpc"
+    assert again.fallbacks == [{"tier": "local", "error": "ConnectionResetError: backend reset"}]
+    first_token = run.on_chunk("hpc", AIMessageChunk(content="Hi"))
+    assert RouteHint.from_metadata(first_token.message.response_metadata) is None
+    assert run.ttft_ms is not None and not run.failover
+
+
 def test_without_failover_a_failure_after_the_first_token_raises() -> None:
     run = _run(order=["local", "hpc"], failover=False)
     next(run.attempts(_bind))

@@ -4,7 +4,10 @@ protocol)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from typing import Any
 
 import httpx
@@ -15,7 +18,7 @@ from langchain_openai import ChatOpenAI
 
 from stream_langchain.proxy import ProxyServer, Store
 
-from .conftest import WORDS, ScriptedModel, ServeFn, make_chat
+from .conftest import WORDS, ScriptedModel, ServeFn, make_chat, wait_for
 
 MSG = [{"role": "user", "content": "What is the capital of France?"}]
 # A tool call whose JSON arguments arrive in four pieces, as OpenAI and vLLM stream them.
@@ -218,3 +221,49 @@ def test_n_equal_one_is_accepted(serve: ServeFn, keys: dict[str, str], n: int) -
     resp = client(server, keys["user"]).chat.completions.create(model="stream", messages=MSG,  # type: ignore[arg-type]
                                                                 n=n)
     assert len(resp.choices) == 1
+
+
+class GatedModel(ScriptedModel):
+    """Opens its stream with an OpenAI-style role chunk (no content) at once, then holds the
+    first token until ``gate`` is set."""
+
+    gate: Any = None
+
+    async def _astream(self, messages: Any, stop: Any = None, run_manager: Any = None,
+                       **kwargs: Any) -> Any:
+        from langchain_core.messages import AIMessageChunk
+        from langchain_core.outputs import ChatGenerationChunk
+
+        yield ChatGenerationChunk(message=AIMessageChunk(content=""))
+        while not self.gate.is_set():
+            await asyncio.sleep(0.005)
+        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
+            yield chunk
+
+
+def test_headers_go_out_when_the_tiers_stream_begins_not_at_its_first_token(
+        serve: ServeFn, keys: dict[str, str], store: Store) -> None:
+    """The response (200, ``x-stream-route``, a role-only delta) starts as soon as the tier's
+    stream has begun, while its first token is still held back; the usage row's TTFT is the
+    first token's, not the headers'."""
+    gate = threading.Event()
+    server = serve(make_chat(GatedModel(script=WORDS, gate=gate)))
+    with httpx.stream("POST", server.url + "/v1/chat/completions",
+                      headers={"authorization": f"Bearer {keys['user']}"},
+                      json={"model": "stream-local", "messages": MSG, "stream": True}) as r:
+        headers_at = time.perf_counter()
+        assert r.status_code == 200 and not gate.is_set()
+        assert json.loads(r.headers["x-stream-route"])["tier"] == "local"
+        lines = r.iter_lines()
+        first = next(line for line in lines if line)
+        assert json.loads(first[6:])["choices"][0]["delta"] == {"role": "assistant",
+                                                                "content": ""}
+        gate_at = time.perf_counter()
+        gate.set()
+        text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+                       for line in lines if line.startswith("data: {")
+                       and json.loads(line[6:])["choices"])
+    assert text == "".join(WORDS)
+    wait_for(lambda: len(store.rows()) == 1)
+    (row,) = store.rows()
+    assert row["ttft_ms"] >= (gate_at - headers_at) * 1000.0
