@@ -3,8 +3,9 @@
 A :class:`~stream_langchain.ChatStream` answer carries it in
 ``AIMessage.response_metadata["stream"]`` (and in the last streamed chunk's); StreamLLM in
 ``additional_kwargs["stream"]``; the proxy in the ``stream`` field of its responses and the
-``x-stream-route`` header (the public keys only). The first streamed chunk with output carries
-the early part, :class:`RouteHint`, in ``response_metadata["stream_route"]``.
+``x-stream-route`` header (the public keys only). The first chunk of a tier's stream (before
+its first token when the tier opens with an empty chunk) carries the early part,
+:class:`RouteHint`, in ``response_metadata["stream_route"]``.
 
 The request's run (``stream_langchain._run.RequestRun``) builds it, in one place; consumers
 read it through :meth:`RouteRecord.from_metadata` instead of literal keys. The wire shape is

@@ -109,7 +109,7 @@ class ProxyConfig:
 
 
 def public_route(route: RouteRecord | RouteHint | None) -> dict[str, Any] | None:
-    """The routing record's (or the first token's hint's) public fields (no secrets: names,
+    """The routing record's (or the route hint's) public fields (no secrets: names,
     timings, errors' one-liners)."""
     if route is None:
         return None

@@ -474,7 +474,7 @@ class ChunkWriter:
 
     @property
     def tier(self) -> str | None:
-        """The tier answering: the record's, else the first token's hint's."""
+        """The tier answering: the record's, else the route hint's."""
         route = self.record or self.hint
         return route.tier if route is not None and route.tier else None
 
