@@ -40,7 +40,8 @@ HINT_KEY = "stream_route"
 """``response_metadata`` key of the early :class:`RouteHint` (a tier's first chunk)."""
 
 TIER_METADATA_KEYS = ("hpc_mode", "hpc_fallback_reason", "hpc_queue_ms",
-                      "hpc_backend_ttft_ms", "hpc_relay", "hpc_endpoint", "hpc_failovers")
+                      "hpc_backend_ttft_ms", "hpc_total_ms", "hpc_relay", "hpc_endpoint",
+                      "hpc_failovers")
 """Keys a tier reports in its chunks' ``response_metadata`` that the record carries as they
 came (today: the HPC tier's, see :class:`~stream_langchain.tiers.hpc.ChatHPC`)."""
 

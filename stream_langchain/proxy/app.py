@@ -501,8 +501,7 @@ class _Proxy:
         duration = now - call.started
         hpc_s = 0.0
         if tier == "hpc":
-            hpc_ms = None if record is None else record.tier_value(
-                "hpc_total_ms", record.extra.get("hpc_total_ms"))
+            hpc_ms = None if record is None else record.tier_value("hpc_total_ms")
             hpc_s = hpc_ms / 1000.0 if isinstance(hpc_ms, int | float) else duration
         ttft_ms = None if call.ttft is None else (call.ttft - call.started) * 1000.0
         err = None

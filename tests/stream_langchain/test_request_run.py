@@ -207,9 +207,11 @@ def test_tier_metadata_reaches_the_record_as_it_came() -> None:
     run = _run(order=["hpc"])
     next(run.attempts(_bind))
     run.on_chunk("hpc", AIMessageChunk(content="x", response_metadata={
-        "hpc_mode": "stream", "hpc_queue_ms": None, "usage_estimated": True, "other": 1}))
+        "hpc_mode": "stream", "hpc_queue_ms": None, "usage_estimated": True, "other": 1,
+        "hpc_total_ms": 812.5}))
     rec = run.finish("hpc").message.response_metadata["stream"]
     assert rec["hpc_mode"] == "stream" and rec["hpc_queue_ms"] is None
+    assert RouteRecord.from_dict(rec).tier_value("hpc_total_ms") == 812.5  # usage rows' HPC s
     assert "other" not in rec and rec["usage_estimated"] is True
 
 
