@@ -263,26 +263,19 @@ class RouteRecord:
     def to_dict(self) -> dict[str, Any]:
         """The wire shape: a fresh plain dict (lists and dicts copied one level)."""
         out: dict[str, Any] = {}
-        for f in _FIELDS:
-            name = f.name
-            if name in self.absent:
+        absent = self.absent
+        for name, test in _PLAN:
+            if absent and name in absent:
                 continue
             value = getattr(self, name)
-            test = _OPTIONAL.get(name, True)
-            if name == "tier_metadata":
+            if test is _SPREAD:
                 out.update(value)
-                continue
-            if name == "summarizer_input_tokens":
+            elif test is _WITH_CALLS:
                 if self.summarizer_calls:
                     out[name] = value
-                continue
-            if name == "extra":
-                out.update(value)
-                continue
-            if name == "absent":
-                continue
-            if test is True or test(value):
-                out[name] = _copy(value)
+            elif test is None or test(value):
+                kind = type(value)
+                out[name] = list(value) if kind is list else dict(value) if kind is dict else value
         return out
 
     @classmethod
@@ -321,6 +314,16 @@ def _copy(value: Any) -> Any:
 
 
 _FIELDS = dataclasses.fields(RouteRecord)
+_SPREAD = object()
+_WITH_CALLS = object()
+_PLAN: tuple[tuple[str, Any], ...] = tuple(
+    (f.name, _SPREAD if f.name in ("tier_metadata", "extra")
+     else _WITH_CALLS if f.name == "summarizer_input_tokens"
+     else _OPTIONAL.get(f.name))
+    for f in _FIELDS if f.name != "absent")
+"""How :meth:`RouteRecord.to_dict` writes each field, in order: always (``None``), when its
+test passes, spread into the dict (the tier's metadata, unknown keys), or with the
+summarizer's calls."""
 _NAMES = frozenset(f.name for f in _FIELDS)
 _REQUIRED = ("tier", "model", "complexity", "judged_complexity", "confidence", "judge",
              "judge_ms")
