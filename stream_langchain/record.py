@@ -274,8 +274,7 @@ class RouteRecord:
                 if self.summarizer_calls:
                     out[name] = value
             elif test is None or test(value):
-                kind = type(value)
-                out[name] = list(value) if kind is list else dict(value) if kind is dict else value
+                out[name] = _copy(value)
         return out
 
     @classmethod

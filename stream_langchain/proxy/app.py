@@ -145,17 +145,10 @@ class _Call:
     forced: str | None = None
     """The tier the model name forces (``stream-hpc``), if any."""
     started: float = field(default_factory=time.perf_counter)
-    ttft: float | None = None
     done: bool = False
 
 
 _END: Any = object()
-
-
-def _first_output(call: _Call, writer: ChunkWriter) -> None:
-    """The request's time to first token, when the first text or tool call came."""
-    if call.ttft is None and writer.has_output:
-        call.ttft = time.perf_counter()
 
 
 async def _unless_gone(request: Request, aw: Awaitable[T]) -> T:
@@ -268,11 +261,9 @@ class _Proxy:
             raise ShuttingDown()
         return chunk
 
-    async def _collect(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter,
-                       call: _Call) -> None:
+    async def _collect(self, agen: AsyncIterator[AIMessageChunk], writer: ChunkWriter) -> None:
         while (chunk := await self._next(agen)) is not _END:
             writer.feed(chunk)
-            _first_output(call, writer)
 
     # ------------------------------------------------------------------ auth
 
@@ -393,7 +384,7 @@ class _Proxy:
         agen = cast(AsyncGenerator[AIMessageChunk, None],
                     self.chat.astream(req.messages, stop=req.stop, **kwargs))
         try:
-            first = await _unless_gone(request, self._until_output(agen, enc, call))
+            first = await _unless_gone(request, self._until_output(agen, enc))
         except BaseException as exc:
             await agen.aclose()
             mapped = self.map_error(exc)
@@ -407,7 +398,7 @@ class _Proxy:
             headers.update(_route_header(route))
             return SSEResponse(self._events(agen, enc, first, call, request), headers=headers)
         try:
-            await _unless_gone(request, self._collect(agen, writer, call))
+            await _unless_gone(request, self._collect(agen, writer))
         except BaseException as exc:
             mapped = self.map_error(exc)
             self.finish(call, writer, "aborted" if isinstance(exc, asyncio.CancelledError
@@ -421,15 +412,14 @@ class _Proxy:
         headers.update(_route_header(route))
         return JSONResponse(enc.body(route, inp, out), headers=headers)
 
-    async def _until_output(self, agen: AsyncIterator[AIMessageChunk], enc: Encoder,
-                            call: _Call) -> list[bytes]:
+    async def _until_output(self, agen: AsyncIterator[AIMessageChunk],
+                            enc: Encoder) -> list[bytes]:
         """Pull chunks until a tier's stream begins (the chunk announcing the route, or
         output) or the stream ends: the headers wait for it, so a request that no tier
         serves is still an ordinary error response, and they go out while the first token
         is on its way (the client reads them meanwhile)."""
         while (chunk := await self._next(agen)) is not _END:
             events = enc.chunk(chunk)
-            _first_output(call, enc.writer)
             if events:
                 return events
         return []
@@ -446,7 +436,6 @@ class _Proxy:
                 yield b"".join(first)
             while (chunk := await self._next(agen)) is not _END:
                 events = enc.chunk(chunk)
-                _first_output(call, writer)
                 if events:
                     yield b"".join(events)
             status = "ok"
@@ -503,7 +492,8 @@ class _Proxy:
         if tier == "hpc":
             hpc_ms = None if record is None else record.tier_value("hpc_total_ms")
             hpc_s = hpc_ms / 1000.0 if isinstance(hpc_ms, int | float) else duration
-        ttft_ms = None if call.ttft is None else (call.ttft - call.started) * 1000.0
+        first = writer.first_output_at
+        ttft_ms = None if first is None else (first - call.started) * 1000.0
         err = None
         if isinstance(error, APIError):  # what the client was told: status, code, message
             err = f"{error.status} {error.code or error.type}: {error.message}"[:500]

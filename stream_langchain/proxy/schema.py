@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol, TypeVar
 
@@ -425,29 +426,28 @@ class ChunkWriter:
         self.finish_reason: str | None = None
         self.record: RouteRecord | None = None
         self.hint: RouteHint | None = None
+        self.first_output_at: float | None = None
+        """``time.perf_counter()`` when the first text or tool call came (time to first
+        token)."""
 
     def feed(self, message: AIMessageChunk) -> Delta | None:
         """Take one engine chunk; return what it added, or ``None`` (nothing new). The chunk
         that announces the route (a tier's stream began) adds an empty delta: the answer
         has started, even before its first token."""
-        announced = self.hint is None
+        had_hint = self.hint is not None
         meta = message.response_metadata
         if meta:
             self._meta(meta)
-        announced = announced and self.hint is not None
         text = _text(message.content)
         if text:
             self.text.append(text)
             self.content_chunks += 1
         calls = [self._call(tc) for tc in message.tool_call_chunks]
         if not text and not calls:
-            return Delta("", []) if announced else None
+            return Delta("", []) if not had_hint and self.hint is not None else None
+        if self.first_output_at is None:
+            self.first_output_at = time.perf_counter()
         return Delta(text, calls)
-
-    @property
-    def has_output(self) -> bool:
-        """Whether any text or tool call came."""
-        return bool(self.content_chunks or self.tool_calls)
 
     def _meta(self, meta: dict[str, Any]) -> None:
         record = RouteRecord.from_metadata(meta)
